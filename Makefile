@@ -1,0 +1,33 @@
+# The README's two commands: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: env demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+env: $(STAMP)
+
+## Build the embedded demo (SQLite, generated checkout photos) and run the nightly job on it.
+demo: $(STAMP)
+	$(BIN)/ageseg demo --workdir var/demo
+
+## Set up and run the test suite (lint first: the code must stay ruff clean).
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python bench/scoring.py
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,100 @@
+"""Aggregate tables safe to hand to marketing, and the age mix the job prints at the end.
+
+Marketing only ever sees cells of at least `min_cell` receipts: smaller cells could point at
+individual shoppers. Small cells stay in the table, marked suppressed with their numbers
+nulled, so readers see that something is hidden instead of wrongly summing what is shown.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analytics.purchases import require_columns
+
+CELL_KEYS = ["store_id", "store_name", "age_group", "category"]
+SALES_COLUMNS = [
+    *CELL_KEYS,
+    "receipts",
+    "items",
+    "revenue",
+    "share_of_store_revenue",
+    "suppressed",
+]
+SALES_DTYPES = {
+    "store_id": "int64",
+    "store_name": "str",
+    "age_group": "str",
+    "category": "str",
+    "receipts": "Int64",
+    "items": "Int64",
+    "revenue": "Float64",
+    "share_of_store_revenue": "Float64",
+    "suppressed": "bool",
+}
+
+
+def sales_by_age_group(joined: pd.DataFrame, min_cell: int) -> pd.DataFrame:
+    """Receipts, items and revenue per store x age group x category, small cells suppressed.
+
+    receipts counts distinct receipts in the cell; items sums quantity; revenue sums amount
+    (rounded to cents); share_of_store_revenue divides by the store's whole-day revenue.
+    Rows come in store, age-group (age order when Categorical), category order.
+    """
+    if min_cell < 1:
+        raise ValueError(f"min_cell must be at least 1, got {min_cell}")
+    require_columns(joined, [*CELL_KEYS, "receipt_id", "quantity", "amount"], "joined purchases")
+    if joined.empty:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in SALES_DTYPES.items()})
+
+    cells = (
+        joined.groupby(CELL_KEYS, observed=True, sort=True)
+        .agg(
+            receipts=("receipt_id", "nunique"),
+            items=("quantity", "sum"),
+            revenue=("amount", "sum"),
+        )
+        .reset_index()
+    )
+    store_revenue = joined.groupby("store_id")["amount"].sum()
+    day_revenue = cells["store_id"].map(store_revenue).astype("Float64")
+    cells["share_of_store_revenue"] = (
+        cells["revenue"].astype("Float64") / day_revenue.where(day_revenue != 0)
+    )
+    cells["revenue"] = cells["revenue"].round(2)
+    cells = cells.astype({c: t for c, t in SALES_DTYPES.items() if c != "suppressed"})
+
+    small = cells["receipts"] < min_cell
+    cells["suppressed"] = small.to_numpy(dtype=bool)
+    for column in ["receipts", "items", "revenue", "share_of_store_revenue"]:
+        cells[column] = cells[column].mask(small)
+    return cells[SALES_COLUMNS].reset_index(drop=True)
+
+
+def age_group_mix(estimates: pd.DataFrame) -> pd.DataFrame:
+    """Photos (estimates) per age group, every group listed, in age order when Categorical."""
+    require_columns(estimates, ["age_group"], "age estimates")
+    groups = estimates["age_group"]
+    counts = groups.value_counts(sort=False)
+    if not isinstance(groups.dtype, pd.CategoricalDtype):
+        counts = counts.sort_index()
+    return pd.DataFrame(
+        {"age_group": counts.index.astype(str), "photos": counts.to_numpy(dtype="int64")}
+    )
+
+
+def category_share_table(sales: pd.DataFrame, top: int = 8) -> pd.DataFrame:
+    """Percent of each age group's spend per category, chain-wide, for a console glance.
+
+    Built from the published (unsuppressed) cells only, so it never reveals a hidden cell;
+    rows are age groups, columns the ``top`` categories by revenue.
+    """
+    shown = sales.loc[~sales["suppressed"].astype(bool)]
+    if shown.empty:
+        return pd.DataFrame()
+    spend = shown.pivot_table(index="age_group", columns="category", values="revenue",
+                              aggfunc="sum", fill_value=0.0, sort=False).astype(float)
+    spend = spend[spend.sum().sort_values(ascending=False).index[:top]]
+    percent = spend.div(shown.groupby("age_group", sort=False)["revenue"].sum().astype(float),
+                        axis=0) * 100
+    order = [g for g in shown["age_group"].drop_duplicates()]
+    return percent.loc[order].round(1)

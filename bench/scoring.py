@@ -1,0 +1,120 @@
+"""Scoring throughput and memory: photos on disk → Parquet, next to the model alone.
+
+Measured in one run, on this machine:
+- model-only forward throughput (faces already in memory) at the job's batch size;
+- the nightly job on demo days of N_SMALL and N_LARGE photos: photos/s of the scoring
+  pipeline (from the run marker, model load excluded) and peak RSS of the whole process;
+- the same with --photos-are-faces (no face detection), to show what detection costs.
+
+Usage: python bench/scoring.py [--small 100] [--large 2000] [--batch-size 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DAY = dt.date(2026, 11, 28)
+
+
+def model_only(batch_size: int, n: int = 512) -> float:
+    """Faces/s of the model's forward pass alone, in a fresh process."""
+    code = f"""
+import time, numpy as np
+from models.persist import load_model
+m = load_model(None)
+x = np.random.default_rng(0).integers(0, 255, ({n}, m.image_size, m.image_size, 3), dtype=np.uint8)
+m.predict_faces(x[:{batch_size}], batch_size={batch_size})
+t = time.perf_counter(); m.predict_faces(x, batch_size={batch_size})
+print({n} / (time.perf_counter() - t))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True, env=_env())
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def nightly(workdir: Path, photos_are_faces: bool, batch_size: int) -> tuple[float, float, float]:
+    """(photos/s of the pipeline, wall seconds of the process, peak RSS MiB)."""
+    args = [sys.executable, "-m", "jobs", "--db-url", f"sqlite:///{workdir / 'shop.db'}",
+            "--photo-root", str(workdir / "photos"), "--output-root", str(workdir / "m"),
+            "--restricted-root", str(workdir / "r"), "--lock-dir", str(workdir / "l"),
+            "--batch-size", str(batch_size)]
+    if photos_are_faces:
+        args.append("--photos-are-faces")
+    args += ["nightly", "--date", DAY.isoformat()]
+    wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+               "rc = subprocess.run(sys.argv[1:]).returncode; "
+               "print(time.perf_counter() - t, "
+               "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)")
+    out = subprocess.run([sys.executable, "-c", wrapper, *args], cwd=ROOT, capture_output=True,
+                         text=True, env=_env())
+    wall, rss_kib, rc = out.stdout.strip().splitlines()[-1].split()
+    if rc != "0":
+        raise SystemExit(f"nightly failed:\n{out.stderr[-3000:]}")
+    marker = json.loads(next((workdir / "m" / "_runs").glob("dt=*/SUCCESS.json")).read_text())
+    return marker["photos"] / marker["seconds"], float(wall), int(rss_kib) / 1024
+
+
+def build(workdir: Path, n: int, crops: bool) -> None:
+    from demo.generate import build_demo
+
+    stores = max(1, n // 500) if n >= 500 else 1
+    build_demo(workdir, DAY, stores=stores, receipts_per_store=max(10, n // stores))
+    if crops:  # replace each scene by its face crop: what a camera with on-board detection sends
+        from models.faces import MtcnnDetector, crop_face, decode_photo
+
+        det = MtcnnDetector()
+        for p in (workdir / "photos").rglob("r*.jpg"):
+            img = decode_photo(p.read_bytes())
+            boxes = det.detect(img)
+            if boxes:
+                from PIL import Image
+
+                face = crop_face(img, max(boxes, key=lambda b: b.w * b.h), 128)
+                Image.fromarray(face).save(p, quality=90)
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", type=int, default=100)
+    parser.add_argument("--large", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    started = time.time()
+    forward = model_only(args.batch_size)
+    print(f"model only, batch {args.batch_size}: {forward:.1f} faces/s")
+    rows = []
+    for crops in (False, True):
+        for n in (args.small, args.large):
+            with tempfile.TemporaryDirectory(prefix="ageseg-bench-") as tmp:
+                build(Path(tmp), n, crops)
+                rate, wall, rss = nightly(Path(tmp), crops, args.batch_size)
+            mode = "face crops" if crops else "scenes+MTCNN"
+            rows.append((mode, n, rate, wall, rss))
+            print(f"{mode:>13} {n:>5} photos: {rate:6.1f} photos/s "
+                  f"({rate / forward:5.1%} of model-only), process {wall:6.1f}s, "
+                  f"peak RSS {rss:7.0f} MiB", flush=True)
+    for mode in ("scenes+MTCNN", "face crops"):
+        small, large = [r for r in rows if r[0] == mode]
+        print(f"{mode}: peak RSS {large[1]} vs {small[1]} photos = {large[4] / small[4]:.2f}x")
+    driver_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    print(f"machine: {os.cpu_count()} cores; bench took {time.time() - started:.0f}s; "
+          f"max RSS of this driver {driver_rss} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The `ageseg` command group: options and AGESEG_* variables become one Settings object."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from jobs.settings import DEFAULT_AGE_BINS, DEFAULT_DB_URL, DEFAULT_MIN_CELL, Settings
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+@click.group(context_settings={"auto_envvar_prefix": "AGESEG",
+                                "help_option_names": ["-h", "--help"]})
+@click.option("--db-url", default=DEFAULT_DB_URL, show_default=True,
+              help="SQLAlchemy URL of the shop database (env AGESEG_DB_URL).")
+@click.option("--photo-root", type=click.Path(path_type=Path), default=Path("var/demo/photos"),
+              show_default=True, help="Folder that checkout photo paths are relative to.")
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+              help="Age model file (.ageseg). Default: the model shipped with the package.")
+@click.option("--output-root", type=click.Path(path_type=Path),
+              default=Path("var/demo/out/marketing"), show_default=True,
+              help="Marketing Parquet tables (aggregates only).")
+@click.option("--restricted-root", type=click.Path(path_type=Path),
+              default=Path("var/demo/out/restricted"), show_default=True,
+              help="Restricted Parquet tables (per-receipt estimates, compliance).")
+@click.option("--lock-dir", type=click.Path(path_type=Path), default=Path("var/demo/locks"),
+              show_default=True, help="Where run locks live.")
+@click.option("--age-bins", default=DEFAULT_AGE_BINS, show_default=True,
+              help="Age groups as lower-upper ranges, the last open-ended.")
+@click.option("--min-cell", type=click.IntRange(min=1), default=DEFAULT_MIN_CELL,
+              show_default=True, help="Suppress marketing cells with fewer receipts than this.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--photos-are-faces", is_flag=True,
+              help="Photos are already face crops: skip face detection.")
+@click.option("-v", "--verbose", count=True, help="More log output (repeatable).")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, **options: object) -> None:
+    """Estimate shoppers' ages from checkout photos and write age-group sales tables."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = Settings(**options)  # type: ignore[arg-type]
+
+
+def _register() -> None:
+    """Attach each subcommand; one module per command keeps this file a table of contents."""
+    import importlib
+
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"jobs.{name}")
+        cli.add_command(module.command)
+
+
+COMMAND_MODULES = [
+    "init_db",
+    "nightly",
+    "rescore",
+    "demo",
+    "explore",
+    "train",
+    "evaluate",
+]
+
+_register()

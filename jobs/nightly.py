@@ -1,0 +1,28 @@
+"""`ageseg nightly`: score one day (yesterday by default). Meant for cron."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import click
+
+from jobs.cli import pass_settings
+from jobs.runner import run_days, yesterday
+from jobs.settings import Settings
+
+
+@click.command("nightly")
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="Day to score (default: yesterday).")
+@click.option("--dry-run", is_flag=True, help="Say what would be scored; write nothing.")
+@pass_settings
+def command(settings: Settings, day: dt.datetime | None, dry_run: bool) -> None:
+    """Score one day's checkout photos and replace that day's tables.
+
+    Exit codes: 0 done, 1 failed, 2 bad usage, 69 database unavailable,
+    73 output not writable, 75 another run holds the lock.
+
+    \b
+    Example: ageseg nightly --date 2026-11-28
+    """
+    run_days(settings, [day.date() if day else yesterday()], job="nightly", dry_run=dry_run)

@@ -1,0 +1,30 @@
+"""One frozen settings object, built once by the CLI group from options and AGESEG_* variables.
+
+Library code (models, sql, analytics) never reads the environment: it receives plain
+arguments taken from this object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DB_URL = "sqlite:///var/demo/shop.db"
+DEFAULT_AGE_BINS = "0-17,18-24,25-34,35-44,45-54,55-64,65+"
+DEFAULT_MIN_CELL = 10
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the job reads and writes, and the knobs operators may turn."""
+
+    db_url: str = DEFAULT_DB_URL
+    photo_root: Path = Path("var/demo/photos")
+    model_path: Path | None = None  # None: the model shipped in models/
+    output_root: Path = Path("var/demo/out/marketing")
+    restricted_root: Path = Path("var/demo/out/restricted")
+    lock_dir: Path = Path("var/demo/locks")
+    age_bins: str = DEFAULT_AGE_BINS
+    min_cell: int = DEFAULT_MIN_CELL
+    batch_size: int = 32
+    photos_are_faces: bool = False

@@ -1,0 +1,83 @@
+"""`ageseg train`: fit the ResNet50 age model on labelled faces."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+DEFAULT_CHECKPOINTS = Path.home() / ".cache" / "ageseg" / "checkpoints"
+
+
+@click.command("train")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True, help="CSV with file_name,real_age (gender,race,source optional).")
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="Folder holding the labelled face images.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the trained model (.ageseg).")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Checkpoints, history and curves (default: "
+              "~/.cache/ageseg/checkpoints/<out name>).")
+@click.option("--resume", is_flag=True, help="Continue the run saved in --checkpoint-dir.")
+@click.option("--backbone-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Local ImageNet ResNet50 weights (no top) to start from.")
+@click.option("--head", type=click.Choice(["dex", "regression"]), default="dex",
+              show_default=True, help="dex: expected age over a softmax; regression: the "
+              "study's Dense(1) with MSE.")
+@click.option("--image-size", type=click.IntRange(min=32), default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
+              help="Batches per epoch (default: one pass over the training split).")
+@click.option("--lr", "learning_rate", type=float, default=1e-3, show_default=True)
+@click.option("--seed", type=int, default=1337, show_default=True,
+              help="Fixes the train/validation/test split and the shuffling.")
+@click.option("--max-minutes", type=float, default=None,
+              help="Stop cleanly at an epoch boundary before this many minutes; --resume "
+              "continues later.")
+@click.option("--on-bad-rows", type=click.Choice(["skip", "stop"]), default="skip",
+              show_default=True, help="Bad label rows: leave them out (listed) or stop.")
+def command(labels: Path, images: Path, out: Path, checkpoint_dir: Path | None, resume: bool,
+            backbone_weights: Path | None, head: str, image_size: int, batch_size: int,
+            epochs: int, steps_per_epoch: int | None, learning_rate: float, seed: int,
+            max_minutes: float | None, on_bad_rows: str) -> None:
+    """Train the age model; an interrupted run continues with --resume.
+
+    Example: ageseg train --labels faces/labels.csv --images faces/final_files --out model.ageseg
+    """
+    from models.labels import LabelsError, load_labels
+    from models.train import TrainConfig, TrainingError, train
+
+    try:
+        loaded = load_labels(labels, images, strict=on_bad_rows == "stop")
+    except LabelsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if loaded.problems:
+        click.echo(f"left out {len(loaded.problems)} bad label row(s):", err=True)
+        click.echo(loaded.describe_problems(), err=True)
+    config = TrainConfig(image_size=image_size, head=head, batch_size=batch_size, epochs=epochs,
+                         steps_per_epoch=steps_per_epoch, learning_rate=learning_rate, seed=seed)
+    checkpoint_dir = checkpoint_dir or DEFAULT_CHECKPOINTS / out.stem
+    card_extra = {
+        "data": {"labels": str(labels), "images": str(images), "rows": len(loaded.frame),
+                 "left_out_rows": len(loaded.problems)},
+        "command": "ageseg " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "ageseg train",
+    }
+    if "utkface" in " ".join(map(str, loaded.frame.get("source", [])[:50])).lower():
+        card_extra["data"]["licence"] = (
+            "UTKFace: non-commercial research use only; the model inherits this restriction"
+        )
+    try:
+        result = train(loaded.frame, out, checkpoint_dir, config,
+                       backbone_weights=backbone_weights, resume=resume,
+                       max_minutes=max_minutes, card_extra=card_extra,
+                       log=lambda m: click.echo(m, err=True))
+    except (TrainingError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"model: {result.model_path}")
+    click.echo(f"validation MAE: {result.metrics['val_mae']} years; "
+               f"test MAE: {result.metrics['test_mae']} years")
+    click.echo(f"history and curves: {checkpoint_dir}")

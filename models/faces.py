@@ -1,0 +1,428 @@
+"""Checkout photos: find them safely, decode them defensively, find and crop the largest face.
+
+Photos come from cameras and file shares we do not control, so every way a file can be bad
+(missing, not a file, outside the photo root, empty, not an image, cut short, a decompression
+bomb) becomes a `PhotoError` with a short reason code that the nightly job counts and
+quarantines; one bad photo never stops a run. Nothing here writes to disk.
+
+TensorFlow and mtcnn are imported only when an `MtcnnDetector` first detects, so commands
+that never look for faces start fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import os
+import stat
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+REASONS = (
+    "missing",
+    "not_a_file",
+    "outside_root",
+    "unreadable",
+    "empty",
+    "not_an_image",
+    "truncated",
+    "too_large",
+    "unsupported",
+)
+MAX_PIXELS = 50_000_000  # from the header; a 12 MP camera frame is 12_000_000
+MAX_BYTES = 100_000_000  # a camera JPEG is a few MB; anything bigger is not a checkout photo
+MAX_SIDE = 1280  # decoded photos are shrunk to this: detection works at 640 or less anyway
+
+# Formats we decode. Others (EPS runs Ghostscript, TIFF has a long CVE history, ...) are
+# refused: checkout cameras write JPEG, and the demo writes JPEG and PNG. Multi-picture
+# JPEGs (format "MPO") open through the JPEG plugin.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
+_ALLOWED_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM")
+_OTHER_IMAGE_MAGIC = (
+    b"II*\x00",  # TIFF
+    b"MM\x00*",
+    b"GIF87a",
+    b"GIF89a",
+    b"8BPS",  # Photoshop
+    b"%!PS",  # PostScript / EPS
+    b"\xc5\xd0\xd3\xc6",  # DOS EPS
+    b"\x00\x00\x01\x00",  # ICO
+    b"\xff\x0a",  # JPEG XL codestream
+    b"\x00\x00\x00\x0cJXL ",
+)
+_LOAD_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError)
+
+
+class PhotoError(Exception):
+    """A photo that cannot be used; `reason` is one of `REASONS`, `detail` says more."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+# --------------------------------------------------------------------------- files
+
+
+def resolve_photo_path(root: Path, rel: str) -> Path:
+    """The real path of `rel` under `root`, or `PhotoError`.
+
+    Paths come from the database, so they are untrusted: absolute paths, `..` parts and
+    symlinks that lead out of the root are refused before anything is opened, and only
+    regular files pass (a FIFO named like a photo would otherwise hang the reader).
+    """
+    if not rel or "\x00" in rel:
+        raise PhotoError("missing", f"no usable path: {rel!r}")
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or Path(rel).is_absolute():
+        raise PhotoError("outside_root", f"absolute path {rel!r}")
+    if ".." in pure.parts:
+        raise PhotoError("outside_root", f"'..' in path {rel!r}")
+    try:
+        real_root = Path(root).resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        raise PhotoError("missing", f"photo root {root} is not available: {exc}") from exc
+    try:
+        real = (real_root / pure).resolve()
+    except (OSError, RuntimeError) as exc:  # symlink loop
+        raise PhotoError("not_a_file", f"{rel}: {exc}") from exc
+    if not real.is_relative_to(real_root):
+        raise PhotoError("outside_root", f"{rel} resolves outside the photo root")
+    try:
+        mode = real.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise PhotoError("missing", f"{rel} does not exist") from exc
+    except OSError as exc:
+        raise PhotoError("unreadable", f"{rel}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise PhotoError("not_a_file", f"{rel} is {kind}")
+    return real
+
+
+def read_photo(path: Path, *, max_bytes: int = MAX_BYTES) -> bytes:
+    """The file's bytes; a file that vanished since it was listed is `missing`.
+
+    Opened non-blocking and without following a final symlink, then checked to be a
+    regular file, so a path swapped for a FIFO or a link after `resolve_photo_path` is
+    refused instead of hanging or escaping the root.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+    flags |= getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError as exc:
+        raise PhotoError("missing", f"{path} vanished") from exc
+    except IsADirectoryError as exc:
+        raise PhotoError("not_a_file", f"{path} is a directory") from exc
+    except OSError as exc:  # ELOOP from O_NOFOLLOW, permissions, I/O errors
+        raise PhotoError("unreadable", f"{path}: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise PhotoError("not_a_file", f"{path} is not a regular file")
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise PhotoError("too_large", f"{path} is over {max_bytes} bytes")
+    return data
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode_photo(
+    data: bytes, max_pixels: int = MAX_PIXELS, *, max_side: int = MAX_SIDE
+) -> np.ndarray:
+    """HxWx3 uint8 RGB, upright (EXIF orientation applied), longest side <= `max_side`.
+
+    The pixel count is checked from the header before any pixel is decoded, so a
+    decompression bomb (a few KB that would inflate to gigabytes) costs nothing. JPEGs
+    are decoded at a reduced scale (`draft`) when they are far bigger than needed. A file
+    cut short is `truncated`: PIL's global LOAD_TRUNCATED_IMAGES is never turned on.
+    """
+    if not data:
+        raise PhotoError("empty", "zero bytes")
+    img = _open(bytes(data) if not isinstance(data, bytes) else data)
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise PhotoError("not_an_image", f"header says {width}x{height}")
+    if width * height > max_pixels:
+        raise PhotoError("too_large", f"{width}x{height} is over {max_pixels} pixels")
+    if img.format in ("JPEG", "MPO"):
+        img.draft("RGB", (max_side, max_side))
+    try:
+        img.load()
+    except Image.DecompressionBombError as exc:
+        raise PhotoError("too_large", str(exc)) from exc
+    except _LOAD_ERRORS as exc:
+        raise PhotoError("truncated", f"{img.format} {width}x{height}: {exc}") from exc
+    with contextlib.suppress(*_LOAD_ERRORS):  # unreadable EXIF: keep pixels as stored
+        ImageOps.exif_transpose(img, in_place=True)
+    img = _to_resizable(img)
+    if max(img.size) > max_side:
+        img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.array(_flatten(img), dtype=np.uint8)
+
+
+def _open(data: bytes) -> Image.Image:
+    """Read only the header; say why when PIL cannot."""
+    try:
+        return Image.open(BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise PhotoError("too_large", str(exc)) from exc
+    except UnidentifiedImageError as exc:
+        head = data[:16]
+        if head.startswith(_ALLOWED_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+            raise PhotoError("truncated", "image header is damaged or cut short") from exc
+        if head.startswith(_OTHER_IMAGE_MAGIC) or head[4:8] == b"ftyp":  # HEIC/AVIF
+            raise PhotoError("unsupported", f"image format not in {ALLOWED_FORMATS}") from exc
+        raise PhotoError("not_an_image", "content is not a recognised image") from exc
+    except _LOAD_ERRORS as exc:
+        raise PhotoError("truncated", f"image header is damaged: {exc}") from exc
+
+
+def _to_resizable(img: Image.Image) -> Image.Image:
+    """Convert to L, LA, RGB or RGBA, which PIL resizes well, at the smallest size that
+    keeps the information (grayscale stays one channel until after shrinking)."""
+    mode = img.mode
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return img
+    if mode.startswith("I;16") or mode == "I":
+        return _sixteen_bit_to_l(img)
+    try:
+        if mode == "P":
+            return img.convert("RGBA" if "transparency" in img.info else "RGB")
+        if mode in ("PA", "RGBa"):
+            return img.convert("RGBA")
+        if mode == "La":
+            return img.convert("LA")
+        if mode == "1":
+            return img.convert("L")
+        if mode in ("CMYK", "YCbCr", "RGBX", "LAB", "HSV"):
+            return img.convert("RGB")
+    except ValueError as exc:
+        raise PhotoError("unsupported", f"cannot convert mode {mode}: {exc}") from exc
+    raise PhotoError("unsupported", f"pixel mode {mode}")
+
+
+# round(v * 255 / 65535) for every 16-bit value: scales instead of clipping at 255.
+_SIXTEEN_TO_EIGHT = np.round(np.arange(65536) / 257.0).astype(np.uint8)
+
+
+def _sixteen_bit_to_l(img: Image.Image) -> Image.Image:
+    """16-bit grayscale (PIL modes I;16* or I) to 8-bit L by scaling the full range.
+
+    `convert("L")` would clip everything above 255 to white. Done in row blocks so the
+    lookup's index array stays small for big images.
+    """
+    values = np.asarray(img)
+    out = np.empty(values.shape, dtype=np.uint8)
+    for top in range(0, values.shape[0], 256):
+        block = np.clip(values[top : top + 256], 0, 65535).astype(np.uint16)
+        out[top : top + 256] = _SIXTEEN_TO_EIGHT[block]
+    return Image.fromarray(out, mode="L")
+
+
+def _flatten(img: Image.Image) -> Image.Image:
+    """RGB; transparent areas become white, as a viewer would show them on paper."""
+    if img.mode in ("LA", "RGBA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+# --------------------------------------------------------------------------- detection
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    """A face in image pixels: top-left corner, width, height, detector confidence."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    confidence: float
+
+    @property
+    def area(self) -> int:
+        return self.w * self.h
+
+
+@runtime_checkable
+class FaceDetector(Protocol):
+    def detect(self, image: np.ndarray) -> list[FaceBox]:
+        """Faces in an HxWx3 uint8 RGB image, in that image's pixel coordinates."""
+        ...
+
+
+class WholeImageDetector:
+    """For photos that are already face crops (training sets, rescoring crops): one face,
+    the whole image. No TensorFlow needed."""
+
+    def detect(self, image: np.ndarray) -> list[FaceBox]:
+        height, width = _check_image(image)
+        return [FaceBox(0, 0, width, height, 1.0)]
+
+    def detect_many(self, images: Sequence[np.ndarray]) -> list[list[FaceBox]]:
+        return [self.detect(image) for image in images]
+
+
+# mtcnn 1.0 sizes its image pyramid as if min_face_size were 20: with larger values the
+# last levels fall under PNet's 12 px window and Keras 3 raises. So mtcnn always gets 20
+# and we shrink the image instead, which is the same pyramid and less work.
+_MTCNN_FACE_PX = 20
+_PNET_WINDOW = 12
+
+
+class MtcnnDetector:
+    """MTCNN (weights ship inside the mtcnn wheel; nothing is downloaded).
+
+    Runs on a copy shrunk so that the longest side is at most `max_side` and a face of
+    `min_face_size` pixels (in the original photo) becomes the 20 px MTCNN looks for;
+    boxes are mapped back to the original photo. Boxes under `min_confidence` are dropped.
+    """
+
+    def __init__(
+        self, max_side: int = 640, min_face_size: int = 40, min_confidence: float = 0.9
+    ) -> None:
+        if max_side < _PNET_WINDOW:
+            raise ValueError(f"max_side must be at least {_PNET_WINDOW}, got {max_side}")
+        if min_face_size < 1:
+            raise ValueError(f"min_face_size must be positive, got {min_face_size}")
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+        self.max_side = max_side
+        self.min_face_size = min_face_size
+        self.min_confidence = min_confidence
+        self._mtcnn: Any = None
+
+    def detect(self, image: np.ndarray) -> list[FaceBox]:
+        small, scale = self._shrink(image)
+        if small is None:
+            return []
+        found = self._model().detect_faces(small, min_face_size=_MTCNN_FACE_PX)
+        return self._boxes(found, scale, image.shape)
+
+    def detect_many(self, images: Sequence[np.ndarray], batch_size: int = 8) -> list[list[FaceBox]]:
+        """Like `detect` for each image, batching images that shrink to the same shape
+        (mtcnn pads a batch to its largest image, so mixed shapes would waste work)."""
+        results: list[list[FaceBox]] = [[] for _ in images]
+        groups: dict[tuple[int, ...], list[tuple[int, np.ndarray, float]]] = {}
+        for i, image in enumerate(images):
+            small, scale = self._shrink(image)
+            if small is not None:
+                groups.setdefault(small.shape, []).append((i, small, scale))
+        for members in groups.values():
+            for start in range(0, len(members), batch_size):
+                chunk = members[start : start + batch_size]
+                found = self._model().detect_faces(
+                    [small for _, small, _ in chunk], min_face_size=_MTCNN_FACE_PX
+                )
+                for (i, _, scale), faces in zip(chunk, found, strict=True):
+                    results[i] = self._boxes(faces, scale, images[i].shape)
+        return results
+
+    def _shrink(self, image: np.ndarray) -> tuple[np.ndarray | None, float]:
+        height, width = _check_image(image)
+        scale = min(self.max_side / max(height, width), _MTCNN_FACE_PX / self.min_face_size)
+        new_w, new_h = round(width * scale), round(height * scale)
+        if min(new_w, new_h) < _PNET_WINDOW:
+            return None, scale  # too small to hold a face of min_face_size
+        if (new_w, new_h) == (width, height):
+            return np.ascontiguousarray(image), 1.0
+        resized = Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR)
+        return np.asarray(resized), new_w / width
+
+    def _boxes(self, found: list[dict], scale: float, shape: tuple[int, ...]) -> list[FaceBox]:
+        height, width = shape[:2]
+        boxes = []
+        for face in found:
+            confidence = float(face["confidence"])
+            if confidence < self.min_confidence:
+                continue
+            x, y, w, h = (float(v) / scale for v in face["box"])
+            x0, y0 = max(0, round(x)), max(0, round(y))
+            x1, y1 = min(width, round(x + w)), min(height, round(y + h))
+            if x1 > x0 and y1 > y0:
+                boxes.append(FaceBox(x0, y0, x1 - x0, y1 - y0, confidence))
+        return boxes
+
+    def _model(self) -> Any:
+        if self._mtcnn is None:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            from mtcnn import MTCNN
+            from mtcnn.stages import StageONet, StagePNet, StageRNet
+
+            # Absolute paths: given a bare name, mtcnn first tries ./pnet.lz4 in the current
+            # directory, and those files are unpickled (joblib), i.e. can run code.
+            weights = importlib.resources.files("mtcnn.assets.weights")
+            stages = [
+                StagePNet(weights=str(weights / "pnet.lz4")),
+                StageRNet(weights=str(weights / "rnet.lz4")),
+                StageONet(weights=str(weights / "onet.lz4")),
+            ]
+            self._mtcnn = MTCNN(stages=stages)
+        return self._mtcnn
+
+
+def _check_image(image: np.ndarray) -> tuple[int, int]:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected HxWx3 uint8 RGB, got {image.dtype} {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"empty image {image.shape}")
+    return image.shape[0], image.shape[1]
+
+
+def largest_face(boxes: Sequence[FaceBox]) -> FaceBox | None:
+    """The face nearest the camera is the shopper paying; people behind appear smaller."""
+    return max(boxes, key=lambda b: (b.area, b.confidence), default=None)
+
+
+def crop_face(image: np.ndarray, box: FaceBox, size: int, margin: float = 0.2) -> np.ndarray:
+    """A size x size x 3 uint8 square around `box`, widened by `margin` x the box's longer
+    side on every side (age models see hairline and chin, like their training crops).
+
+    Parts of the square outside the photo repeat the edge pixels: black bars would be a
+    strong feature the age model never saw in training.
+    """
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    height, width = _check_image(image)
+    side = max(1, round(max(box.w, box.h) * (1 + 2 * margin)))
+    x0 = round(box.x + box.w / 2 - side / 2)
+    y0 = round(box.y + box.h / 2 - side / 2)
+    x1, y1 = x0 + side, y0 + side
+    ix0, iy0, ix1, iy1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
+    if ix0 >= ix1 or iy0 >= iy1:
+        raise ValueError(f"{box} does not overlap the {width}x{height} image")
+    patch = image[iy0:iy1, ix0:ix1]
+    pad = ((iy0 - y0, y1 - iy1), (ix0 - x0, x1 - ix1), (0, 0))
+    if any(before or after for before, after in pad):
+        patch = np.pad(patch, pad, mode="edge")
+    square = Image.fromarray(np.ascontiguousarray(patch))
+    return np.asarray(square.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def faces_from_photo(
+    data: bytes, detector: FaceDetector, size: int
+) -> tuple[np.ndarray | None, int]:
+    """The largest face as a size x size crop (None when there is none) and how many faces
+    the detector saw. Raises `PhotoError` for photos that cannot be decoded."""
+    image = decode_photo(data)
+    boxes = detector.detect(image)
+    best = largest_face(boxes)
+    if best is None:
+        return None, 0
+    return crop_face(image, best, size), len(boxes)

@@ -1,0 +1,20 @@
+"""Batched age prediction over face-crop files (evaluation, benchmarks)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.persist import AgeModel
+
+
+def predict_files(model: AgeModel, paths: list[str], batch_size: int = 64) -> np.ndarray:
+    """Ages in years for face-crop image files, in the order given."""
+    from models.data import face_dataset
+
+    out = np.empty(len(paths), dtype=np.float32)
+    pos = 0
+    for batch in face_dataset(paths, None, model.image_size, batch_size).as_numpy_iterator():
+        ages = model.predict_faces(batch, batch_size=batch_size)
+        out[pos : pos + len(ages)] = ages
+        pos += len(ages)
+    return out

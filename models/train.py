@@ -1,0 +1,276 @@
+"""Fit the age model on labelled faces, with checkpoints that survive interruption.
+
+Everything that must outlive a killed process lives in ``checkpoint_dir`` (outside git):
+the latest weights and optimizer state (Keras' BackupAndRestore), the best weights by
+validation MAE, the per-epoch history CSV and the config the run was started with. A run
+started again with ``resume=True`` continues from the last saved epoch with the same
+learning-rate schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or continue as asked."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The recipe. Defaults are what the shipped model was trained with."""
+
+    image_size: int = 64
+    head: str = "dex"
+    batch_size: int = 64
+    epochs: int = 30
+    steps_per_epoch: int | None = None  # None: one pass over the training split
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup_epochs: int = 1
+    freeze_epochs: int = 2  # only with pretrained backbone weights: train the head first
+    patience: int = 8
+    seed: int = 1337
+    val_frac: float = 0.1
+    test_frac: float = 0.15
+
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    history: pd.DataFrame
+    metrics: dict[str, Any]
+
+
+def use_mixed_precision() -> bool:
+    """Mixed precision pays off on a GPU only; CPUs compute float16 slowly."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def _compile(train_model, config: TrainConfig, learning_rate, head: str) -> None:
+    import keras
+
+    from models.build import dex_loss, expected_age_mae
+
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=learning_rate, weight_decay=config.weight_decay, clipnorm=1.0
+    )
+    if head == "dex":
+        mae = keras.metrics.MeanMetricWrapper(expected_age_mae, name="mae")
+        train_model.compile(optimizer=optimizer, loss=dex_loss(), metrics=[mae])
+    else:
+        train_model.compile(optimizer=optimizer, loss="mse", metrics=["mae"])
+
+
+class _TimeBudget:
+    """Stop at an epoch boundary when the next epoch would overrun the budget."""
+
+    def __new__(cls, minutes: float):
+        import keras
+
+        class TimeBudget(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.start = time.monotonic()
+                self.epoch_start = self.start
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch_start = time.monotonic()
+
+            def on_epoch_end(self, epoch, logs=None):
+                now = time.monotonic()
+                if now + (now - self.epoch_start) > self.start + minutes * 60:
+                    self.model.stop_training = True
+
+        return TimeBudget()
+
+
+def _best_so_far(history_csv: Path) -> float | None:
+    if not history_csv.is_file() or history_csv.stat().st_size == 0:
+        return None
+    history = pd.read_csv(history_csv)
+    return float(history["val_mae"].min()) if "val_mae" in history else None
+
+
+def train(
+    frame: pd.DataFrame,
+    out_path: Path,
+    checkpoint_dir: Path,
+    config: TrainConfig = TrainConfig(),
+    *,
+    backbone_weights: Path | None = None,
+    resume: bool = False,
+    max_minutes: float | None = None,
+    card_extra: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train on ``frame`` (file_name, real_age, path, ...) and save the best model."""
+    import keras
+
+    from models.build import build_model
+    from models.data import face_dataset
+    from models.labels import split_labels
+    from models.persist import save_model
+
+    checkpoint_dir = Path(checkpoint_dir)
+    config_file = checkpoint_dir / "config.json"
+    backup_dir = checkpoint_dir / "backup"
+    wanted = {**asdict(config), "backbone_weights": str(backbone_weights or "")}
+    if backup_dir.exists() and not resume:
+        raise TrainingError(
+            f"{checkpoint_dir} already holds a run; pass --resume to continue it "
+            "or choose another checkpoint folder"
+        )
+    if resume and config_file.is_file():
+        started = json.loads(config_file.read_text())
+        changed = sorted(k for k in wanted if started.get(k) != wanted[k])
+        if changed:
+            raise TrainingError(
+                f"cannot resume: the run in {checkpoint_dir} used different "
+                f"{', '.join(changed)}"
+            )
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(json.dumps(wanted, indent=2))
+
+    splits = split_labels(frame, config.seed, config.val_frac, config.test_frac)
+    train_df, val_df, test_df = splits["train"], splits["val"], splits["test"]
+    if len(train_df) < config.batch_size or len(val_df) == 0:
+        raise TrainingError(
+            f"too few usable faces to train: {len(train_df)} train, {len(val_df)} validation"
+        )
+    steps = config.steps_per_epoch or math.ceil(len(train_df) / config.batch_size)
+    mixed = use_mixed_precision()
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    keras.utils.set_random_seed(config.seed)
+    log(
+        f"training on {len(train_df)} faces, validating on {len(val_df)}, "
+        f"holding out {len(test_df)}; {steps} steps/epoch; "
+        f"{'GPU, mixed precision' if mixed else 'CPU, float32'}"
+    )
+
+    train_ds = face_dataset(
+        train_df["path"].tolist(), train_df["real_age"].tolist(), config.image_size,
+        config.batch_size, training=True, seed=config.seed,
+    )
+    val_ds = face_dataset(
+        val_df["path"].tolist(), val_df["real_age"].tolist(), config.image_size,
+        config.batch_size,
+    )
+    train_model, age_model = build_model(
+        config.image_size, head=config.head, backbone_weights=backbone_weights
+    )
+    total_steps = steps * config.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate * 0.05,
+        decay_steps=max(1, total_steps - steps * config.warmup_epochs),
+        alpha=0.01,
+        warmup_target=config.learning_rate,
+        warmup_steps=steps * config.warmup_epochs,
+    )
+
+    history_csv = checkpoint_dir / "history.csv"
+    best_weights = checkpoint_dir / "best.weights.h5"
+    if backbone_weights and not resume and config.freeze_epochs:
+        # Pretrained backbone: fit the new head first so its random gradients do not wreck
+        # the pretrained features, then fine-tune everything (Keras transfer-learning guide).
+        backbone = train_model.get_layer("resnet50")
+        backbone.trainable = False
+        _compile(train_model, config, 1e-3, config.head)
+        log(f"phase 1: head only, {config.freeze_epochs} epoch(s)")
+        train_model.fit(train_ds, epochs=config.freeze_epochs, steps_per_epoch=steps,
+                        validation_data=val_ds, verbose=2)
+        backbone.trainable = True
+    _compile(train_model, config, schedule, config.head)
+    train_model.build((None, config.image_size, config.image_size, 3))
+
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False),
+        keras.callbacks.ModelCheckpoint(
+            str(best_weights), monitor="val_mae", mode="min", save_best_only=True,
+            save_weights_only=True, initial_value_threshold=_best_so_far(history_csv),
+        ),
+        keras.callbacks.CSVLogger(str(history_csv), append=True),
+        keras.callbacks.EarlyStopping(monitor="val_mae", mode="min", patience=config.patience),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if max_minutes:
+        callbacks.append(_TimeBudget(max_minutes))
+    started = time.monotonic()
+    train_model.fit(
+        train_ds, epochs=config.epochs, steps_per_epoch=steps, validation_data=val_ds,
+        callbacks=callbacks, verbose=2,
+    )
+    wall = time.monotonic() - started
+
+    if not best_weights.is_file():
+        raise TrainingError("training produced no checkpoint (no epoch finished)")
+    train_model.load_weights(str(best_weights))
+    history = pd.read_csv(history_csv)
+    metrics = _final_metrics(age_model, val_df, test_df, config)
+    log(f"best validation MAE {metrics['val_mae']:.2f} years; test MAE {metrics['test_mae']}")
+    card = {
+        "version": time.strftime("%Y%m%d-%H%M%S"),
+        "architecture": "ResNet50 (include_top=False, global average pooling) + "
+        + ("softmax over ages 0-100, expected value (DEX)" if config.head == "dex"
+           else "Dense(1, relu)"),
+        "preprocessing": "RGB 0-255 in; scaling inside the model",
+        "recipe": {**asdict(config), "optimizer": "AdamW + cosine decay with warmup",
+                   "augmentation": "flip, scale/translate crop, brightness, contrast, "
+                                   "saturation, 10% grayscale",
+                   "backbone_init": str(backbone_weights) if backbone_weights else "random"},
+        "training": {"epochs_run": int(len(history)), "wall_seconds_last_session": round(wall),
+                     "train_faces": len(train_df), "val_faces": len(val_df),
+                     "test_faces": len(test_df), "mixed_precision": mixed,
+                     "device": "GPU" if mixed else "CPU"},
+        "metrics": metrics,
+        **(card_extra or {}),
+    }
+    save_model(age_model, out_path, card)
+    _plot_curves(history, checkpoint_dir / "learning_curves.png")
+    return TrainResult(Path(out_path), history, metrics)
+
+
+def _final_metrics(age_model, val_df, test_df, config: TrainConfig) -> dict[str, Any]:
+    from models.persist import AgeModel
+    from models.predict import predict_files
+
+    model = AgeModel(age_model)
+    out: dict[str, Any] = {}
+    for name, df in (("val", val_df), ("test", test_df)):
+        if len(df) == 0:
+            out[f"{name}_mae"] = None
+            continue
+        pred = predict_files(model, df["path"].tolist(), batch_size=config.batch_size)
+        out[f"{name}_mae"] = round(float(np.mean(np.abs(pred - df["real_age"].to_numpy()))), 3)
+        out[f"{name}_n"] = len(df)
+    return out
+
+
+def _plot_curves(history: pd.DataFrame, out_png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = np.arange(1, len(history) + 1)
+    for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "mae", "MAE (years)")):
+        ax.plot(epochs, history[key], label="train")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)

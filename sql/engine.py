@@ -1,0 +1,135 @@
+"""Engines for SQLite and PostgreSQL, password-free URLs for messages, retries on disconnects.
+
+A nightly job should survive a database that restarts for a minute, but must not hammer it or
+retry mistakes that will never succeed; and no password may reach a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PG_CONNECT_TIMEOUT_S = 10
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+# user:password@ in URL-like text, and password=... in key/value connection strings.
+_URL_PASSWORD = re.compile(r"(?P<head>://[^:/@\s]*:)[^@\s]*(?=@)")
+_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('[^']*'|\"[^\"]*\"|[^\s&;]+)", re.I)
+# SQLite messages that no retry can fix, although sqlite3 reports them as OperationalError.
+_SQLITE_PERMANENT = ("no such table", "no such column", "syntax error", "has no column")
+# Connection failures that waiting cannot fix: report them at once.
+_HOPELESS = ("authentication failed", "does not exist", "no password supplied")
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached (after retries); the message holds no password."""
+
+
+class DatabaseUrlError(ValueError):
+    """The database URL cannot be used (bad syntax, unknown dialect or driver)."""
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password shown as ***, safe for logs, errors and run records."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # not a URL SQLAlchemy understands: mask what looks like a password
+        return scrub_passwords(url)
+    if "password" in parsed.query:
+        parsed = parsed.update_query_dict({"password": "***"})
+    rendered = parsed.render_as_string(hide_password=True)
+    return rendered.replace("password=%2A%2A%2A", "password=***")  # undo URL-quoting of ***
+
+
+def scrub_passwords(text: str) -> str:
+    """Mask passwords in free text (driver messages sometimes echo connection strings)."""
+    text = _URL_PASSWORD.sub(r"\g<head>***", text)
+    return _KV_PASSWORD.sub(r"\g<head>***", text)
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine that checks pooled connections before use; SQLite gets WAL and foreign keys.
+
+    WAL lets readers (reports) run while the nightly job writes; SQLite enforces foreign keys
+    only when asked, per connection.
+    """
+    try:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            engine = sa.create_engine(parsed, pool_pre_ping=True)
+            event.listen(engine, "connect", _sqlite_on_connect)
+            return engine
+        connect_args = {}
+        if parsed.get_backend_name() == "postgresql":
+            connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise DatabaseUrlError(f"cannot use database URL {redact_url(url)}: {exc}") from None
+
+
+def _sqlite_on_connect(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")  # a no-op answer for :memory: databases
+    finally:
+        cursor.close()
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors a later attempt may not meet: lost or refused connections, locks."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if not isinstance(exc, sa.exc.OperationalError):
+        return False
+    message = str(exc.orig).lower()
+    return not any(marker in message for marker in _SQLITE_PERMANENT)
+
+
+def with_retries(fn: Callable[[], T], attempts: int = 4, base_delay: float = 0.5) -> T:
+    """Call `fn()`; on a transient database error wait base_delay * 2**n and try again.
+
+    Other errors (constraint violations, bad SQL) propagate at once. After `attempts` failures,
+    or at once when the server refuses us for good (bad password, no such database), raises
+    DatabaseUnavailable with a one-line, password-free reason.
+    """
+    if attempts < 1:
+        raise ValueError(f"attempts must be at least 1, got {attempts}")
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except sa.exc.DBAPIError as exc:
+            if not is_transient(exc):
+                raise
+            reason = _one_line_reason(exc)
+            if any(marker in reason.lower() for marker in _HOPELESS):
+                raise DatabaseUnavailable(f"database unavailable: {reason}") from None
+            if attempt == attempts:
+                raise DatabaseUnavailable(
+                    f"database unavailable after {attempts} attempts: {reason}"
+                ) from None
+            delay = base_delay * 2 ** (attempt - 1)
+            log.warning("database error (attempt %d/%d), retrying in %.1fs: %s",
+                        attempt, attempts, delay, reason)
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # the loop always returns or raises
+
+
+def _one_line_reason(exc: sa.exc.DBAPIError) -> str:
+    """The driver's first message line (no SQL, no parameters), passwords masked."""
+    orig = exc.orig if exc.orig is not None else exc
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    text = lines[0] if lines else type(orig).__name__
+    return scrub_passwords(f"{type(orig).__name__}: {text}")

@@ -1,0 +1,67 @@
+"""Shared fixtures: real SQLite files, a real PostgreSQL database, generated images."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+PG_ADMIN_URL = os.environ.get(
+    "AGESEG_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _pg_available() -> bool:
+    try:
+        engine = sa.create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except sa.exc.OperationalError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """Admin URL of the local PostgreSQL; in CI (AGESEG_REQUIRE_PG=1) its absence fails."""
+    if not _pg_available():
+        if os.environ.get("AGESEG_REQUIRE_PG") == "1" or os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required but unreachable at {PG_ADMIN_URL}")
+        pytest.skip("PostgreSQL not reachable (set AGESEG_TEST_PG_URL)")
+    return PG_ADMIN_URL
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    name = f"ageseg_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pg_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.engine.make_url(pg_server).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    """A real SQLite file under the test's temporary folder."""
+    return f"sqlite:///{tmp_path / 'shop.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request) -> str:
+    """Run a test once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("pg_url")

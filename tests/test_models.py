@@ -1,0 +1,140 @@
+"""The age model: build, save/load round trip, training that learns and resumes after kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.faces_data import write_labelled_faces
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def tiny_models():
+    from models.build import build_model
+
+    return build_model(SIZE, head="dex")
+
+
+def test_build_rejects_bad_arguments(tmp_path):
+    from models.build import build_model
+
+    with pytest.raises(ValueError, match="head"):
+        build_model(SIZE, head="softmax")
+    with pytest.raises(ValueError, match="32"):
+        build_model(16)
+    with pytest.raises(FileNotFoundError, match="backbone weights"):
+        build_model(SIZE, backbone_weights=tmp_path / "missing.h5")
+
+
+def test_dex_model_outputs_ages_in_range(tiny_models):
+    train_model, age_model = tiny_models
+    x = np.random.default_rng(0).uniform(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
+    probs = np.asarray(train_model(x, training=False))
+    ages = np.asarray(age_model(x, training=False))[:, 0]
+    assert probs.shape == (4, 101)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(ages, probs @ np.arange(101), rtol=1e-4)
+    assert ((ages >= 0) & (ages <= 100)).all()
+
+
+def test_dex_loss_prefers_the_true_age():
+    from models.build import dex_loss
+
+    loss = dex_loss()
+    y = np.array([[30.0]], dtype="float32")
+    near = np.zeros((1, 101), "float32")
+    near[0, 29:32] = [0.25, 0.5, 0.25]
+    far = np.zeros((1, 101), "float32")
+    far[0, 59:62] = [0.25, 0.5, 0.25]
+    assert float(np.asarray(loss(y, near))[0]) < float(np.asarray(loss(y, far))[0])
+
+
+def test_save_load_round_trip_keeps_predictions_and_card(tiny_models, tmp_path):
+    from models.persist import load_model, read_card, save_model
+
+    _, age_model = tiny_models
+    card = {"version": "t1", "metrics": {"val_mae": 9.5}, "data": {"licence": "test"}}
+    path = save_model(age_model, tmp_path / "m.ageseg", card)
+    assert read_card(path)["metrics"] == {"val_mae": 9.5}
+    loaded = load_model(path)
+    assert loaded.version == "t1" and loaded.image_size == SIZE
+    assert loaded.card["data"] == {"licence": "test"}
+    faces = np.random.default_rng(1).integers(0, 255, (5, SIZE, SIZE, 3), dtype=np.uint8)
+    before = np.asarray(age_model(faces.astype("float32"), training=False))[:, 0]
+    after = loaded.predict_faces(faces, batch_size=4)  # 5 faces: one full, one padded batch
+    # float16 storage of the large kernels: estimates move by far less than a year
+    np.testing.assert_allclose(after, before, atol=0.05)
+
+
+def test_load_refuses_missing_and_foreign_files(tmp_path):
+    from models.persist import ModelFileError, ModelNotFound, load_model
+
+    with pytest.raises(ModelNotFound):
+        load_model(tmp_path / "nope.ageseg")
+    bogus = tmp_path / "bogus.ageseg"
+    bogus.write_bytes(b"not a zip")
+    with pytest.raises(ModelFileError):
+        load_model(bogus)
+
+
+def _train_cmd(csv: Path, out: Path, ckpt: Path, epochs: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "jobs", "train", "--labels", str(csv),
+            "--images", str(csv.parent / "images"), "--out", str(out),
+            "--checkpoint-dir", str(ckpt), "--image-size", str(SIZE), "--batch-size", "8",
+            "--epochs", str(epochs), "--steps-per-epoch", "5", "--lr", "0.003", *extra]
+
+
+@pytest.mark.slow
+def test_training_learns_and_resumes_after_kill(tmp_path):
+    """A real process is killed with SIGKILL mid-run; --resume continues from its last
+    epoch instead of starting over, and the loss falls over the run."""
+    csv = write_labelled_faces(tmp_path / "faces", n=64)
+    out, ckpt = tmp_path / "m.ageseg", tmp_path / "ckpt"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(_train_cmd(csv, out, ckpt, 40), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    meta = ckpt / "backup" / "training_metadata.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if meta.is_file() and json.loads(meta.read_text() or "{}").get("epoch", 0) >= 2:
+            break
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = json.loads(meta.read_text())["epoch"]
+    assert done_before >= 2 and not out.exists()
+
+    # Without --resume the saved run is protected.
+    refused = subprocess.run(_train_cmd(csv, out, ckpt, 6), env=env, capture_output=True,
+                             text=True)
+    assert refused.returncode == 1 and "--resume" in refused.stderr
+
+    # Resuming with a different recipe is refused too (the schedule would not match).
+    changed = subprocess.run(_train_cmd(csv, out, ckpt, 6, "--resume"), env=env,
+                             capture_output=True, text=True)
+    assert changed.returncode == 1 and "epochs" in changed.stderr
+
+    resumed = subprocess.run(_train_cmd(csv, out, ckpt, 40, "--resume", "--max-minutes",
+                                        "0.01"), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"Epoch {done_before + 1}/40" in resumed.stderr  # continued, not restarted
+    history = pd.read_csv(ckpt / "history.csv")
+    assert history["epoch"].iloc[-1] == done_before  # 0-based: the first resumed epoch
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0]
+    from models.persist import read_card
+
+    card = read_card(out)
+    assert card["metrics"]["val_mae"] > 0 and card["recipe"]["head"] == "dex"
+    assert (ckpt / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,196 @@
+"""The nightly job end to end through the CLI, on a real SQLite file and a real PostgreSQL:
+generated purchases, generated checkout photos (every bad kind included), Parquet checked
+against an independent DuckDB computation over the same rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from jobs.cli import cli
+from tests.photos import DECODABLE, scene_jpeg, write_bad_photos
+
+DAY = dt.date(2026, 11, 28)
+SIZE = 32
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    """A small untrained ResNet50 with a test card: fast, and the job accepts it because the
+    card carries validation figures (the job refuses models without them)."""
+    from models.build import build_model
+    from models.persist import save_model
+
+    _, age_model = build_model(SIZE)
+    path = tmp_path_factory.mktemp("model") / "tiny.ageseg"
+    return save_model(age_model, path, {"version": "test-tiny", "metrics": {"val_mae": 99.0}})
+
+
+def _shop(db_url: str, photo_root: Path, n_receipts: int = 40) -> dict[str, str]:
+    """Fill one day: receipts from the demo generator, a photo for most of them, and one
+    photo of every bad kind attached to further receipts. Returns {path: expected outcome}."""
+    from demo.purchases import generate_day
+    from sql.engine import make_engine
+    from sql.queries import create_schema, insert_frame
+
+    engine = make_engine(db_url)
+    create_schema(engine)
+    ages = np.linspace(8, 80, n_receipts)
+    shoppers = generate_day(engine, DAY, stores=2, receipts_per_store=n_receipts // 2,
+                            shopper_ages=ages, seed=3)
+    expected = write_bad_photos(photo_root)
+    good = [f"day/{i}.jpg" for i in range(n_receipts - len(expected))]
+    for i, rel in enumerate(good):
+        scene_jpeg(photo_root / rel, seed=i)
+        expected[rel] = "ok"
+    receipts = shoppers.sort_values("receipt_id")
+    rows = [(i + 1, int(r.receipt_id), rel, r.ts)
+            for i, (rel, r) in enumerate(zip(expected, receipts.itertuples()))]
+    insert_frame(engine, "checkout_photos",
+                 pd.DataFrame(rows, columns=["photo_id", "receipt_id", "path", "taken_at"]))
+    engine.dispose()
+    return expected
+
+
+def _invoke(db_url, tmp_path, model, *args):
+    base = ["--db-url", db_url, "--photo-root", str(tmp_path / "photos"),
+            "--model", str(model), "--output-root", str(tmp_path / "marketing"),
+            "--restricted-root", str(tmp_path / "restricted"),
+            "--lock-dir", str(tmp_path / "locks"), "--min-cell", "3"]
+    return CliRunner().invoke(cli, [*base, *args], catch_exceptions=False)
+
+
+def test_nightly_end_to_end(db_url, tmp_path, tiny_model_path):
+    expected = _shop(db_url, tmp_path / "photos")
+    result = _invoke(db_url, tmp_path, tiny_model_path, "nightly", "--date", DAY.isoformat())
+    assert result.exit_code == 0, result.output
+
+    # Every photo has the outcome its kind calls for; bad ones are quarantined with a reason.
+    engine = sa.create_engine(db_url)
+    quarantine = pd.read_sql("select path, reason from quarantine", engine)
+    got = dict(zip(quarantine["path"], quarantine["reason"]))
+    for path, outcome in expected.items():
+        if outcome in DECODABLE:
+            assert path not in got, f"{path} should have been scored"
+        else:
+            assert got.get(path) == outcome, f"{path}: {got.get(path)} != {outcome}"
+
+    estimates = pd.read_parquet(tmp_path / "restricted" / "age_estimates" / f"dt={DAY}")
+    photos = pd.read_sql("select photo_id, path from checkout_photos", engine)
+    by_path = estimates.merge(photos, on="photo_id").set_index("path")
+    for path, outcome in expected.items():
+        if outcome == "ok":
+            assert by_path.loc[path, "face_count"] >= 1 and by_path.loc[path, "age"] >= 0, path
+    assert set(estimates["model_version"]) == {"test-tiny"}
+
+    # Marketing numbers against an independent computation over the same database rows.
+    lines = pd.read_sql(
+        "select l.receipt_id, r.store_id, p.category, l.quantity, l.amount "
+        "from receipt_lines l join receipts r using (receipt_id) "
+        "join products p using (product_id)", engine)
+    lines["amount"] = lines["amount"].astype(float)
+    expect = duckdb.sql("""
+        select l.store_id, coalesce(e.age_group, 'unknown') as age_group, l.category,
+               count(distinct l.receipt_id) as receipts, sum(l.quantity) as items,
+               sum(l.amount) as revenue
+        from lines l left join estimates e using (receipt_id)
+        group by all""").df()
+    sales = pd.read_parquet(tmp_path / "marketing" / "sales_by_age_group" / f"dt={DAY}")
+    assert not {"receipt_id", "photo_id", "cashier_id", "age"} & set(sales.columns)
+    merged = sales.astype({"age_group": str}).merge(
+        expect, on=["store_id", "age_group", "category"], suffixes=("", "_expected"))
+    assert len(merged) == len(expect) == len(sales)
+    shown = merged[~merged["suppressed"]]
+    assert (shown["receipts"] == shown["receipts_expected"]).all()
+    assert (shown["items"] == shown["items_expected"]).all()
+    np.testing.assert_allclose(shown["revenue"], shown["revenue_expected"], rtol=1e-9)
+    hidden = merged[merged["suppressed"]]
+    assert (hidden["receipts_expected"] < 3).all() and hidden["revenue"].isna().all()
+    assert (shown["receipts_expected"] >= 3).all()
+
+    meta = pq.read_schema(next((tmp_path / "marketing" / "sales_by_age_group").rglob(
+        "*.parquet"))).metadata
+    assert b"test-tiny" in meta[b"ageseg"]
+    runs = pd.read_sql("select status, model_version from runs", engine)
+    assert runs.to_dict("records") == [{"status": "ok", "model_version": "test-tiny"}]
+    engine.dispose()
+
+
+def test_rerun_replaces_the_day(sqlite_url, tmp_path, tiny_model_path):
+    _shop(sqlite_url, tmp_path / "photos", n_receipts=26)
+    for _ in range(2):
+        assert _invoke(sqlite_url, tmp_path, tiny_model_path, "nightly", "--date",
+                       DAY.isoformat()).exit_code == 0
+    for root, table in (("marketing", "sales_by_age_group"), ("restricted", "age_estimates")):
+        files = list((tmp_path / root / table).rglob("*"))
+        assert [f.name for f in files if f.is_file()] == ["part-0.parquet"]
+    engine = sa.create_engine(sqlite_url)
+    assert pd.read_sql("select count(*) n from runs where status='ok'", engine)["n"][0] == 2
+    quarantined = pd.read_sql("select run_id from quarantine", engine)["run_id"]
+    assert quarantined.nunique() == 1  # the second run replaced the first run's records
+
+
+def test_second_run_exits_75_while_locked(sqlite_url, tmp_path, tiny_model_path):
+    from jobs.lock import run_lock
+
+    _shop(sqlite_url, tmp_path / "photos", n_receipts=26)
+    with run_lock(tmp_path / "locks"):
+        result = _invoke(sqlite_url, tmp_path, tiny_model_path, "nightly", "--date",
+                         DAY.isoformat())
+    assert result.exit_code == 75
+    assert "another run" in result.output
+    assert not (tmp_path / "marketing").exists()
+
+
+def test_bad_age_bins_fail_before_any_work(sqlite_url, tmp_path, tiny_model_path):
+    result = _invoke(sqlite_url, tmp_path, tiny_model_path, "--age-bins", "0-17,15-30,31+",
+                     "nightly", "--date", DAY.isoformat())
+    assert result.exit_code == 2 and "age-bins" in result.output
+    assert not (tmp_path / "locks").exists()
+
+
+def test_unreachable_database_is_one_line_without_password(tmp_path, tiny_model_path):
+    url = "postgresql+psycopg://shop:s3cret-pw@127.0.0.1:1/shop"
+    result = _invoke(url, tmp_path, tiny_model_path, "nightly", "--date", DAY.isoformat())
+    assert result.exit_code == 69
+    assert "s3cret-pw" not in result.output
+    assert "database unavailable" in result.output
+
+
+def test_untrained_model_is_refused(sqlite_url, tmp_path):
+    from models.build import build_model
+    from models.persist import save_model
+
+    _, age_model = build_model(SIZE)
+    path = save_model(age_model, tmp_path / "untrained.ageseg", {"version": "raw"})
+    _shop(sqlite_url, tmp_path / "photos", n_receipts=26)
+    result = _invoke(sqlite_url, tmp_path, path, "nightly", "--date", DAY.isoformat())
+    assert result.exit_code == 1 and "untrained" in result.output
+
+
+def test_dry_run_writes_nothing(sqlite_url, tmp_path, tiny_model_path):
+    _shop(sqlite_url, tmp_path / "photos", n_receipts=26)
+    result = _invoke(sqlite_url, tmp_path, tiny_model_path, "nightly", "--date",
+                     DAY.isoformat(), "--dry-run")
+    assert result.exit_code == 0 and "would score 26 photos" in result.output
+    assert not (tmp_path / "marketing").exists()
+
+
+def test_rescore_runs_each_day(sqlite_url, tmp_path, tiny_model_path):
+    _shop(sqlite_url, tmp_path / "photos", n_receipts=26)
+    result = _invoke(sqlite_url, tmp_path, tiny_model_path, "rescore", "--from",
+                     (DAY - dt.timedelta(days=1)).isoformat(), "--to", DAY.isoformat())
+    assert result.exit_code == 0, result.output
+    days = sorted(p.name for p in (tmp_path / "marketing" / "sales_by_age_group").iterdir())
+    assert days == [f"dt={DAY - dt.timedelta(days=1)}", f"dt={DAY}"]
+    before = pd.read_parquet(tmp_path / "marketing" / "sales_by_age_group" /
+                             f"dt={DAY - dt.timedelta(days=1)}")
+    assert before.empty  # a day with no receipts still gets its (empty) partition

@@ -1,0 +1,191 @@
+"""join_purchases, sales_by_age_group (checked against DuckDB SQL) and age_group_mix."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from analytics.age_groups import AgeBins, assign_age_groups
+from analytics.purchases import DuplicateEstimatesError, MissingColumnsError, join_purchases
+from analytics.summaries import age_group_mix, sales_by_age_group
+
+BINS = AgeBins.parse("0-17,18-24,25-34,35-44,45-54,55-64,65+")
+
+
+def _lines(rows: list[tuple]) -> pd.DataFrame:
+    """(receipt_id, store_id, category, quantity, amount) -> purchase-lines-like frame."""
+    frame = pd.DataFrame(rows, columns=["receipt_id", "store_id", "category", "quantity", "amount"])
+    return frame.assign(store_name=frame["store_id"].map({1: "Northgate", 2: "O'Brien's"}))
+
+
+def _estimates(ages: dict[int, float | None], faces: dict[int, int] | None = None) -> pd.DataFrame:
+    frame = pd.DataFrame({"receipt_id": list(ages), "age": list(ages.values())}, dtype=object)
+    frame = frame.astype({"receipt_id": "int64", "age": "float64"})
+    return frame.assign(
+        age_group=assign_age_groups(frame["age"], BINS),
+        face_count=[(faces or {}).get(r, 1) for r in ages],
+    )
+
+
+def _random_joined(seed: int, receipts: int = 600) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n_lines = rng.integers(1, 8, receipts)
+    receipt_id = np.repeat(np.arange(1000, 1000 + receipts), n_lines)
+    store_of = rng.integers(1, 3, receipts)
+    lines = _lines(list(zip(
+        receipt_id,
+        np.repeat(store_of, n_lines),
+        rng.choice(["beer", "baby", "snacks", "newspapers", "wine"], receipt_id.size),
+        rng.integers(1, 4, receipt_id.size),
+        np.round(rng.uniform(0.5, 30, receipt_id.size), 2),
+        strict=True,
+    )))
+    ages = rng.uniform(10, 90, receipts)
+    ages[rng.random(receipts) < 0.1] = np.nan  # photo without a usable face
+    estimates = _estimates(dict(zip(range(1000, 1000 + receipts), ages, strict=True)))
+    estimates = estimates.sample(frac=0.9, random_state=seed)  # some receipts have no photo
+    return join_purchases(lines, estimates)
+
+
+def test_join_keeps_every_line_and_marks_missing_estimates_unknown():
+    lines = _lines([(1, 1, "beer", 1, 5.0), (1, 1, "snacks", 2, 3.0), (2, 1, "baby", 1, 9.0),
+                    (3, 2, "wine", 1, 7.5)])
+    lines.index = [10, 11, 12, 13]
+    estimates = _estimates({1: 19.4, 3: None, 99: 40.0}, faces={3: 0})
+
+    joined = join_purchases(lines, estimates)
+
+    assert joined.index.tolist() == [10, 11, 12, 13]
+    assert joined["age_group"].tolist() == ["18-24", "18-24", "unknown", "unknown"]
+    assert list(joined["age_group"].cat.categories) == BINS.labels
+    assert joined["age"].tolist()[:2] == [19.4, 19.4]
+    assert joined["face_count"].tolist() == [1, 1, pd.NA, 0]
+    assert joined["amount"].sum() == lines["amount"].sum()
+
+
+def test_join_with_plain_string_groups_orders_by_age():
+    lines = _lines([(1, 1, "beer", 1, 5.0), (2, 1, "beer", 1, 5.0), (3, 1, "beer", 1, 5.0)])
+    estimates = pd.DataFrame({"receipt_id": [1, 2, 3], "age": [7.0, 30.0, 12.0],
+                              "age_group": ["5-9", "30+", "10-17"], "face_count": [1, 1, 1]})
+    joined = join_purchases(lines, estimates)
+    assert list(joined["age_group"].cat.categories) == ["5-9", "10-17", "30+", "unknown"]
+
+
+def test_join_refuses_duplicate_estimates_and_missing_columns():
+    lines = _lines([(1, 1, "beer", 1, 5.0)])
+    with pytest.raises(DuplicateEstimatesError, match=r"\[1\]"):
+        join_purchases(lines, _estimates({1: 20.0}).pipe(lambda e: pd.concat([e, e])))
+    with pytest.raises(MissingColumnsError, match="face_count"):
+        join_purchases(lines, _estimates({1: 20.0}).drop(columns="face_count"))
+
+
+def test_sales_by_age_group_counts_distinct_receipts_and_suppresses_small_cells():
+    lines = _lines([
+        (1, 1, "beer", 2, 10.0), (1, 1, "beer", 1, 5.0),  # one receipt, two beer lines
+        (2, 1, "beer", 6, 30.0),
+        (3, 1, "beer", 1, 5.0),
+        (4, 1, "baby", 1, 50.0),  # a lone 30-year-old buying baby things: small cell
+        (5, 2, "beer", 1, 4.0),
+    ])
+    estimates = _estimates({1: 20.2, 2: 24.9, 3: 18.0, 4: 30.0, 5: 22.0})
+
+    table = sales_by_age_group(join_purchases(lines, estimates), min_cell=2)
+
+    assert table.columns.tolist() == [
+        "store_id", "store_name", "age_group", "category", "receipts", "items", "revenue",
+        "share_of_store_revenue", "suppressed",
+    ]
+    beer = table.iloc[0]
+    assert (beer["store_id"], beer["age_group"], beer["category"]) == (1, "18-24", "beer")
+    assert (beer["receipts"], beer["items"], beer["revenue"]) == (3, 10, 50.0)
+    assert beer["share_of_store_revenue"] == pytest.approx(50.0 / 100.0)
+    assert not beer["suppressed"]
+    small = table[(table["store_id"] == 1) & (table["category"] == "baby")].iloc[0]
+    assert small["suppressed"] and small["age_group"] == "25-34"
+    assert all(pd.isna(small[c]) for c in ["receipts", "items", "revenue",
+                                           "share_of_store_revenue"])
+    other_store = table[table["store_id"] == 2].iloc[0]
+    assert other_store["suppressed"] and other_store["store_name"] == "O'Brien's"
+    assert len(table) == 3
+
+
+@pytest.mark.parametrize("min_cell", [1, 20, 35])
+def test_sales_by_age_group_matches_duckdb(min_cell):
+    joined = _random_joined(seed=min_cell)
+    ours = sales_by_age_group(joined, min_cell=min_cell)
+
+    frame = joined.assign(age_group=joined["age_group"].astype(str))  # noqa: F841 (DuckDB)
+    expected = duckdb.sql(f"""
+        WITH cells AS (
+            SELECT store_id, store_name, age_group, category,
+                   count(DISTINCT receipt_id) AS receipts,
+                   sum(quantity) AS items,
+                   sum(amount) AS revenue
+            FROM frame GROUP BY ALL
+        ), stores AS (
+            SELECT store_id, sum(amount) AS store_revenue FROM frame GROUP BY store_id
+        )
+        SELECT store_id, age_group, category,
+               CASE WHEN receipts >= {min_cell} THEN receipts END AS receipts,
+               CASE WHEN receipts >= {min_cell} THEN items END AS items,
+               CASE WHEN receipts >= {min_cell} THEN round(revenue, 2) END AS revenue,
+               CASE WHEN receipts >= {min_cell} THEN revenue / store_revenue END AS share,
+               receipts < {min_cell} AS suppressed
+        FROM cells JOIN stores USING (store_id)
+    """).df()
+
+    merged = ours.merge(expected, on=["store_id", "age_group", "category"], how="outer",
+                        suffixes=("", "_sql"), indicator=True)
+    assert (merged["_merge"] == "both").all(), "cells differ between pandas and DuckDB"
+    assert merged["suppressed"].tolist() == merged["suppressed_sql"].tolist()
+    assert merged["suppressed"].any() or min_cell == 1
+    assert not merged["suppressed"].all()
+    for ours_col, sql_col in [("receipts", "receipts_sql"), ("items", "items_sql")]:
+        assert merged[ours_col].astype("Float64").equals(merged[sql_col].astype("Float64"))
+    np.testing.assert_allclose(merged["revenue"].astype(float), merged["revenue_sql"], rtol=1e-9)
+    np.testing.assert_allclose(merged["share_of_store_revenue"].astype(float),
+                               merged["share"], rtol=1e-9)
+
+
+def test_visible_and_suppressed_cells_cover_every_line():
+    joined = _random_joined(seed=7)
+    table = sales_by_age_group(joined, min_cell=1)
+    assert table["revenue"].sum() == pytest.approx(joined["amount"].sum())
+    assert table.groupby("store_id")["share_of_store_revenue"].sum().tolist() == pytest.approx(
+        [1.0, 1.0])
+    assert "unknown" in set(table["age_group"])
+
+
+def test_sales_by_age_group_orders_rows_and_types_columns():
+    table = sales_by_age_group(_random_joined(seed=3), min_cell=5)
+    order = {label: i for i, label in enumerate(BINS.labels)}
+    keys = list(zip(table["store_id"], table["age_group"].map(order), table["category"],
+                    strict=True))
+    assert keys == sorted(keys)
+    assert {c: str(t) for c, t in table.dtypes.items()} == {
+        "store_id": "int64", "store_name": "str", "age_group": "str", "category": "str",
+        "receipts": "Int64", "items": "Int64", "revenue": "Float64",
+        "share_of_store_revenue": "Float64", "suppressed": "bool",
+    }
+
+
+def test_sales_by_age_group_empty_and_bad_input():
+    empty = join_purchases(_lines([]), _estimates({}))
+    table = sales_by_age_group(empty, min_cell=10)
+    assert table.empty and "suppressed" in table.columns
+    with pytest.raises(ValueError, match="min_cell"):
+        sales_by_age_group(empty, min_cell=0)
+    with pytest.raises(MissingColumnsError, match="age_group"):
+        sales_by_age_group(_lines([(1, 1, "beer", 1, 5.0)]), min_cell=1)
+
+
+def test_age_group_mix_lists_every_group_in_order():
+    estimates = _estimates({1: 19.0, 2: 21.5, 3: 70.0, 4: None})
+    mix = age_group_mix(estimates)
+    assert mix["age_group"].tolist() == BINS.labels
+    assert dict(zip(mix["age_group"], mix["photos"], strict=True)) == {
+        "0-17": 0, "18-24": 2, "25-34": 0, "35-44": 0, "45-54": 0, "55-64": 0, "65+": 1,
+        "unknown": 1,
+    }
