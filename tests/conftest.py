@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -65,3 +66,18 @@ def db_url(request) -> str:
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_url")
     return request.getfixturevalue("pg_url")
+
+
+SIZE = 32
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    """A small untrained ResNet50 with a test card: fast, and the job accepts it because the
+    card carries validation figures (the job refuses models without them)."""
+    from models.build import build_model
+    from models.persist import save_model
+
+    _, age_model = build_model(SIZE)
+    path = tmp_path_factory.mktemp("model") / "tiny.ageseg"
+    return save_model(age_model, path, {"version": "test-tiny", "metrics": {"val_mae": 99.0}})

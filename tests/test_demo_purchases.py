@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import numpy as np
 import pandas as pd
@@ -156,15 +155,3 @@ def test_a_realistic_day_with_visible_age_effects(sqlite_url):
     no_alcohol = ~lines.groupby("receipt_id")["age_restricted"].any()
     assert lines.drop_duplicates("receipt_id").set_index("receipt_id").loc[
         no_alcohol[no_alcohol].index, "id_checked"].isna().all()
-
-
-@pytest.mark.slow
-def test_hundred_thousand_receipts_well_under_a_minute_on_sqlite(sqlite_url):
-    engine = make_engine(sqlite_url)
-    create_schema(engine)
-    start = time.perf_counter()
-    receipts = generate_day(engine, DAY, stores=10, receipts_per_store=10_000,
-                            shopper_ages=_ages(5000), seed=1)
-    elapsed = time.perf_counter() - start
-    assert len(receipts) == 100_000 and _count(engine, Receipt) == 100_000
-    assert elapsed < 45, f"took {elapsed:.1f}s"

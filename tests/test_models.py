@@ -129,7 +129,7 @@ def test_training_learns_and_resumes_after_kill(tmp_path):
     resumed = subprocess.run(_train_cmd(csv, out, ckpt, 40, "--resume", "--max-minutes",
                                         "0.01"), env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"Epoch {done_before + 1}/40" in resumed.stderr  # continued, not restarted
+    assert f"Epoch {done_before + 1}/40" in resumed.stdout  # continued, not restarted
     history = pd.read_csv(ckpt / "history.csv")
     assert history["epoch"].iloc[-1] == done_before  # 0-based: the first resumed epoch
     assert history["loss"].iloc[-1] < history["loss"].iloc[0]

@@ -5,59 +5,19 @@ against an independent DuckDB computation over the same rows."""
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
 from jobs.cli import cli
-from tests.photos import DECODABLE, scene_jpeg, write_bad_photos
+from tests.photos import DECODABLE
+from tests.shop import DAY, fill_shop
 
-DAY = dt.date(2026, 11, 28)
 SIZE = 32
-
-
-@pytest.fixture(scope="session")
-def tiny_model_path(tmp_path_factory) -> Path:
-    """A small untrained ResNet50 with a test card: fast, and the job accepts it because the
-    card carries validation figures (the job refuses models without them)."""
-    from models.build import build_model
-    from models.persist import save_model
-
-    _, age_model = build_model(SIZE)
-    path = tmp_path_factory.mktemp("model") / "tiny.ageseg"
-    return save_model(age_model, path, {"version": "test-tiny", "metrics": {"val_mae": 99.0}})
-
-
-def _shop(db_url: str, photo_root: Path, n_receipts: int = 40) -> dict[str, str]:
-    """Fill one day: receipts from the demo generator, a photo for most of them, and one
-    photo of every bad kind attached to further receipts. Returns {path: expected outcome}."""
-    from demo.purchases import generate_day
-    from sql.engine import make_engine
-    from sql.queries import create_schema, insert_frame
-
-    engine = make_engine(db_url)
-    create_schema(engine)
-    ages = np.linspace(8, 80, n_receipts)
-    shoppers = generate_day(engine, DAY, stores=2, receipts_per_store=n_receipts // 2,
-                            shopper_ages=ages, seed=3)
-    expected = write_bad_photos(photo_root)
-    good = [f"day/{i}.jpg" for i in range(n_receipts - len(expected))]
-    for i, rel in enumerate(good):
-        scene_jpeg(photo_root / rel, seed=i)
-        expected[rel] = "ok"
-    receipts = shoppers.sort_values("receipt_id")
-    rows = [(i + 1, int(r.receipt_id), rel, r.ts)
-            for i, (rel, r) in enumerate(zip(expected, receipts.itertuples()))]
-    insert_frame(engine, "checkout_photos",
-                 pd.DataFrame(rows, columns=["photo_id", "receipt_id", "path", "taken_at"]))
-    engine.dispose()
-    return expected
 
 
 def _invoke(db_url, tmp_path, model, *args):
@@ -69,7 +29,7 @@ def _invoke(db_url, tmp_path, model, *args):
 
 
 def test_nightly_end_to_end(db_url, tmp_path, tiny_model_path):
-    expected = _shop(db_url, tmp_path / "photos")
+    expected = fill_shop(db_url, tmp_path / "photos")
     result = _invoke(db_url, tmp_path, tiny_model_path, "nightly", "--date", DAY.isoformat())
     assert result.exit_code == 0, result.output
 
@@ -125,7 +85,7 @@ def test_nightly_end_to_end(db_url, tmp_path, tiny_model_path):
 
 
 def test_rerun_replaces_the_day(sqlite_url, tmp_path, tiny_model_path):
-    _shop(sqlite_url, tmp_path / "photos", n_receipts=26)
+    fill_shop(sqlite_url, tmp_path / "photos", n_receipts=26)
     for _ in range(2):
         assert _invoke(sqlite_url, tmp_path, tiny_model_path, "nightly", "--date",
                        DAY.isoformat()).exit_code == 0
@@ -141,7 +101,7 @@ def test_rerun_replaces_the_day(sqlite_url, tmp_path, tiny_model_path):
 def test_second_run_exits_75_while_locked(sqlite_url, tmp_path, tiny_model_path):
     from jobs.lock import run_lock
 
-    _shop(sqlite_url, tmp_path / "photos", n_receipts=26)
+    fill_shop(sqlite_url, tmp_path / "photos", n_receipts=26)
     with run_lock(tmp_path / "locks"):
         result = _invoke(sqlite_url, tmp_path, tiny_model_path, "nightly", "--date",
                          DAY.isoformat())
@@ -171,13 +131,13 @@ def test_untrained_model_is_refused(sqlite_url, tmp_path):
 
     _, age_model = build_model(SIZE)
     path = save_model(age_model, tmp_path / "untrained.ageseg", {"version": "raw"})
-    _shop(sqlite_url, tmp_path / "photos", n_receipts=26)
+    fill_shop(sqlite_url, tmp_path / "photos", n_receipts=26)
     result = _invoke(sqlite_url, tmp_path, path, "nightly", "--date", DAY.isoformat())
     assert result.exit_code == 1 and "untrained" in result.output
 
 
 def test_dry_run_writes_nothing(sqlite_url, tmp_path, tiny_model_path):
-    _shop(sqlite_url, tmp_path / "photos", n_receipts=26)
+    fill_shop(sqlite_url, tmp_path / "photos", n_receipts=26)
     result = _invoke(sqlite_url, tmp_path, tiny_model_path, "nightly", "--date",
                      DAY.isoformat(), "--dry-run")
     assert result.exit_code == 0 and "would score 26 photos" in result.output
@@ -185,7 +145,7 @@ def test_dry_run_writes_nothing(sqlite_url, tmp_path, tiny_model_path):
 
 
 def test_rescore_runs_each_day(sqlite_url, tmp_path, tiny_model_path):
-    _shop(sqlite_url, tmp_path / "photos", n_receipts=26)
+    fill_shop(sqlite_url, tmp_path / "photos", n_receipts=26)
     result = _invoke(sqlite_url, tmp_path, tiny_model_path, "rescore", "--from",
                      (DAY - dt.timedelta(days=1)).isoformat(), "--to", DAY.isoformat())
     assert result.exit_code == 0, result.output
