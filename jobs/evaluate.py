@@ -37,7 +37,7 @@ def command(labels: Path, images: Path, model_path: Path | None, split: str, thr
     from models.predict import predict_files
 
     try:
-        loaded = load_labels(labels, images)
+        loaded = load_labels(labels, images, check_images=True)
         model = load_model(model_path)
     except (LabelsError, ModelNotFound, ModelFileError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -52,7 +52,7 @@ def command(labels: Path, images: Path, out: Path, checkpoint_dir: Path | None, 
     from models.train import TrainConfig, TrainingError, train
 
     try:
-        loaded = load_labels(labels, images, strict=on_bad_rows == "stop")
+        loaded = load_labels(labels, images, strict=on_bad_rows == "stop", check_images=True)
     except LabelsError as exc:
         raise click.ClickException(str(exc)) from exc
     if loaded.problems:

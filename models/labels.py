@@ -42,12 +42,15 @@ class Labels:
         return "\n".join(lines)
 
 
-def load_labels(csv_path: Path, images_dir: Path, *, strict: bool = False) -> Labels:
+def load_labels(
+    csv_path: Path, images_dir: Path, *, strict: bool = False, check_images: bool = False
+) -> Labels:
     """Read and check a labels CSV against the image folder.
 
     Rows with a missing image, a non-numeric/negative/absurd age, or a repeated file name
-    are problems. With ``strict`` any problem raises `LabelsError` naming the rows;
-    otherwise they are returned beside the clean frame.
+    are problems; with ``check_images`` so are images that do not decode (one corrupt file
+    would otherwise stop a training run hours in). With ``strict`` any problem raises
+    `LabelsError` naming the rows; otherwise they are returned beside the clean frame.
     """
     try:
         raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
@@ -80,6 +83,8 @@ def load_labels(csv_path: Path, images_dir: Path, *, strict: bool = False) -> La
             reason = f"real_age {age_text} is outside 0-{MAX_AGE}"
         elif name not in present:
             reason = "image file missing"
+        elif check_images:
+            reason = _unreadable(images_dir / name)
         if name and name not in seen:
             seen[name] = row
         if reason:
@@ -99,6 +104,18 @@ def load_labels(csv_path: Path, images_dir: Path, *, strict: bool = False) -> La
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
     frame["path"] = [str(images_dir / n) for n in frame["file_name"]]
     return Labels(frame.reset_index(drop=True), problems)
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why an image cannot be used, or None when it decodes fully."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        return f"image does not decode ({type(exc).__name__}: {exc})"[:200]
+    return None
 
 
 def split_of(file_name: str, seed: int, val_frac: float, test_frac: float) -> str:

@@ -14,7 +14,6 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 @pytest.mark.parametrize("name", sorted(cli.commands))
 def test_command_has_help_example_and_readme_entry(name):
-    command = cli.commands[name]
     result = CliRunner().invoke(cli, [name, "--help"])
     assert result.exit_code == 0
     assert "Example:" in result.output, f"{name} --help lacks an example"

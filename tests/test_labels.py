@@ -158,3 +158,21 @@ def test_split_is_stable_and_unchanged_when_rows_are_added() -> None:
 def test_split_rejects_bad_fractions(val: float, test: float) -> None:
     with pytest.raises(ValueError, match="val_frac and test_frac"):
         split_labels(_names(10), val_frac=val, test_frac=test)
+
+
+def test_check_images_reports_corrupt_files_by_row(tmp_path):
+    from models.labels import LabelsError, load_labels
+    from tests.faces_data import write_labelled_faces
+
+    csv = write_labelled_faces(tmp_path, n=6)
+    good = (tmp_path / "images" / "00001.jpg").read_bytes()
+    (tmp_path / "images" / "00002.jpg").write_bytes(good[: len(good) // 3])  # truncated
+    (tmp_path / "images" / "00004.jpg").write_text("not an image")
+    loaded = load_labels(csv, tmp_path / "images", check_images=True)
+    assert [(p.row, p.file_name) for p in loaded.problems] == [(4, "00002.jpg"),
+                                                               (6, "00004.jpg")]
+    assert all("does not decode" in p.reason for p in loaded.problems)
+    assert len(loaded.frame) == 4
+    assert len(load_labels(csv, tmp_path / "images").frame) == 6  # unchecked: only presence
+    with pytest.raises(LabelsError, match="row 4"):
+        load_labels(csv, tmp_path / "images", strict=True, check_images=True)

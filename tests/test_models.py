@@ -138,3 +138,24 @@ def test_training_learns_and_resumes_after_kill(tmp_path):
     card = read_card(out)
     assert card["metrics"]["val_mae"] > 0 and card["recipe"]["head"] == "dex"
     assert (ckpt / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_stops_on_bad_rows_when_asked(tmp_path):
+    from click.testing import CliRunner
+
+    from jobs.cli import cli
+
+    csv = write_labelled_faces(tmp_path / "faces", n=8)
+    frame = pd.read_csv(csv)
+    frame.loc[2, "real_age"] = -4  # spreadsheet row 4
+    extra = pd.DataFrame([("00001.jpg", 30, 0, 0, "x"), ("ghost.jpg", 20, 0, 0, "x")],
+                         columns=frame.columns)
+    pd.concat([frame, extra]).to_csv(csv, index=False)
+    args = ["train", "--labels", str(csv), "--images", str(csv.parent / "images"),
+            "--out", str(tmp_path / "m.ageseg"), "--checkpoint-dir", str(tmp_path / "c"),
+            "--on-bad-rows", "stop"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    for text in ("row 4", "outside 0-116", "row 10", "duplicate", "row 11", "missing"):
+        assert text in result.output
+    assert not (tmp_path / "c").exists()
