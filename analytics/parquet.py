@@ -13,8 +13,9 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -28,7 +29,9 @@ MARKER_NAME = "SUCCESS.json"
 RUNS_DIR = "_runs"
 COMPRESSION = "zstd"
 _TEMP_SUFFIX = ".tmp"
+_PROBE_PREFIX = ".ageseg-probe."
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_DAY_DIR = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 
 
 class OutputError(Exception):
@@ -61,15 +64,75 @@ def write_partition(
     `metadata` (run id, model version, age bins...) is stored as JSON under b"ageseg" in the
     Arrow schema metadata so the file documents how it was made. Returns the file's path.
     """
+    return write_partitions([(root, table, df)], day, metadata)[0]
+
+
+def write_partitions(
+    parts: Sequence[tuple[Path, str, pd.DataFrame]],
+    day: dt.date,
+    metadata: Mapping[str, str],
+    *,
+    before_commit: Callable[[], object] | None = None,
+) -> list[Path]:
+    """Replace the day's partition of several tables, all or none as far as a failure goes.
+
+    Every file is first written in full to its hidden temp name and fsynced; only then are
+    they renamed over the old ones, one after the other. So a full disk or an unwritable
+    root met while writing any of them leaves every table as it was, instead of a new
+    restricted table beside an old marketing one. (A kill -9 can still fall between two
+    renames, a window of microseconds; each file is then whole, old or new.)
+    Each part is (root, table, df); returns the files' paths in the same order.
+    `before_commit` runs once every file is staged, just before the first rename: the place
+    to remove the day's SUCCESS marker (`remove_marker`), so that a failed write leaves the
+    old marker beside the old files and a kill between renames leaves no marker at all.
+    """
     bad = [k for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)]
     if bad:
         raise ValueError(f"metadata keys and values must be strings: {bad}")
-    arrow = pa.Table.from_pandas(df, preserve_index=False)
-    schema_metadata = {**(arrow.schema.metadata or {}), METADATA_KEY: _json_bytes(metadata)}
-    arrow = arrow.replace_schema_metadata(schema_metadata)
-    target = partition_dir(root, table, day) / PART_NAME
-    _atomic_write(target, lambda f: pq.write_table(arrow, f, compression=COMPRESSION))
-    return target
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for root, table, df in parts:
+            target = partition_dir(root, table, day) / PART_NAME
+            arrow = pa.Table.from_pandas(df, preserve_index=False)
+            schema_metadata = {**(arrow.schema.metadata or {}), METADATA_KEY: _json_bytes(metadata)}
+            arrow = arrow.replace_schema_metadata(schema_metadata)
+            staged.append((_stage(target, _parquet_writer(arrow)), target))
+        if before_commit is not None:
+            before_commit()
+        for temp, target in staged:
+            _commit(temp, target)
+    finally:
+        for temp, _ in staged:  # no-op for committed ones: their temp name is gone
+            _unlink_quietly(temp)
+    return [target for _, target in staged]
+
+
+def _parquet_writer(arrow: pa.Table) -> Callable[[BinaryIO], object]:
+    return lambda f: pq.write_table(arrow, f, compression=COMPRESSION)
+
+
+def check_writable(root: Path) -> None:
+    """Fail now, not after hours of scoring, when `root` cannot take files.
+
+    Creates the folder if needed, then writes, syncs and removes one small hidden file
+    (readers skip hidden names). Raises OutputError for a read-only or full file system,
+    missing permissions, or a path that runs through a regular file.
+    """
+    probe = Path(root) / f"{_PROBE_PREFIX}{uuid.uuid4().hex}{_TEMP_SUFFIX}"
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        for stale in Path(root).glob(f"{_PROBE_PREFIX}*{_TEMP_SUFFIX}"):  # a killed probe's
+            _unlink_quietly(stale)
+        with open(probe, "wb") as f:
+            f.write(b"ageseg\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except FileExistsError:
+        raise OutputError(f"cannot write to {root}: it is a file, not a folder") from None
+    except OSError as exc:
+        raise OutputError(f"cannot write to {root}: {exc.strerror or exc}") from None
+    finally:
+        _unlink_quietly(probe)
 
 
 def read_partition(root: Path, table: str, day: dt.date) -> pd.DataFrame:
@@ -84,6 +147,65 @@ def read_partition_metadata(root: Path, table: str, day: dt.date) -> dict[str, s
     return json.loads(raw) if raw else {}
 
 
+def partition_days(root: Path, table: str) -> list[dt.date]:
+    """Days that have a complete partition of `table`, oldest first (none: empty list)."""
+    base = Path(root) / table
+    partition_dir(root, table, dt.date.min)  # validates the table name
+    if not base.is_dir():
+        return []
+    days = []
+    for entry in base.iterdir():
+        match = _DAY_DIR.match(entry.name)
+        if match and (entry / PART_NAME).is_file():
+            days.append(dt.date.fromisoformat(match.group(1)))
+    return sorted(days)
+
+
+def iter_partitions(
+    root: Path, table: str, start: dt.date, end: dt.date
+) -> Iterator[tuple[dt.date, pd.DataFrame]]:
+    """(day, frame) for each partition with start <= day <= end, oldest first.
+
+    A generator: callers that fold days into a running total hold one day at a time.
+    """
+    for day in partition_days(root, table):
+        if start <= day <= end:
+            yield day, read_partition(root, table, day)
+
+
+def read_range(root: Path, table: str, start: dt.date, end: dt.date) -> pd.DataFrame:
+    """All partitions with start <= day <= end in one frame, with a `dt` (date) column."""
+    frames = [df.assign(dt=day) for day, df in iter_partitions(root, table, start, end)]
+    if not frames:
+        return pd.DataFrame({"dt": pd.Series(dtype=object)})
+    return pd.concat(frames, ignore_index=True)
+
+
+def delete_partitions_before(root: Path, table: str, cutoff: dt.date) -> tuple[int, int]:
+    """Delete every partition of `table` for a day before `cutoff`; (partitions, rows) gone.
+
+    Each partition folder is first renamed to a hidden name, then removed, so readers never
+    list a half-deleted day.
+    """
+    partitions = rows = 0
+    for stale in (Path(root) / table).glob(".dt=*.deleting"):  # left by a kill -9 mid-delete
+        shutil.rmtree(stale, ignore_errors=True)
+    for day in partition_days(root, table):
+        if day >= cutoff:
+            break
+        folder = partition_dir(root, table, day)
+        try:
+            count = pq.read_metadata(folder / PART_NAME).num_rows
+            doomed = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.deleting")
+            os.replace(folder, doomed)
+            shutil.rmtree(doomed)
+        except OSError as exc:
+            raise OutputError(f"cannot delete {folder}: {exc.strerror or exc}") from exc
+        partitions += 1
+        rows += count
+    return partitions, rows
+
+
 def write_marker(root: Path, day: dt.date, info: Mapping[str, object]) -> Path:
     """Write `root/_runs/dt=YYYY-MM-DD/SUCCESS.json`: the day's outputs are complete.
 
@@ -95,6 +217,21 @@ def write_marker(root: Path, day: dt.date, info: Mapping[str, object]) -> Path:
     return target
 
 
+def remove_marker(root: Path, day: dt.date) -> None:
+    """Remove the day's SUCCESS.json before the day's partitions are replaced.
+
+    A marker then always describes the files beside it: a run that dies after replacing
+    some partitions leaves no marker (consumers wait for the rerun) rather than the previous
+    run's marker next to this run's files.
+    """
+    target = _day_dir(root, RUNS_DIR, day) / MARKER_NAME
+    try:
+        target.unlink(missing_ok=True)
+        _fsync_dir(target.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot remove {target}: {exc.strerror or exc}") from None
+
+
 def _existing(root: Path, table: str, day: dt.date) -> Path:
     path = partition_dir(root, table, day) / PART_NAME
     if not path.is_file():
@@ -103,7 +240,16 @@ def _existing(root: Path, table: str, day: dt.date) -> Path:
 
 
 def _atomic_write(target: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write via a hidden temp file + fsync + os.replace + directory fsync.
+    """Write via a hidden temp file + fsync + os.replace + directory fsync."""
+    temp = _stage(target, write)
+    try:
+        _commit(temp, target)
+    finally:
+        _unlink_quietly(temp)
+
+
+def _stage(target: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Write `target`'s content, synced, to a hidden temp file beside it; return that file.
 
     Temp files left by an earlier crash are removed first; a failure here removes its own.
     """
@@ -116,15 +262,22 @@ def _atomic_write(target: Path, write: Callable[[BinaryIO], object]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(temp, target)
-        _fsync_dir(directory)
     except OSError as exc:
         _unlink_quietly(temp)
-        reason = exc.strerror or str(exc)
-        raise OutputError(f"cannot write {target}: {reason}") from exc
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
     except BaseException:
         _unlink_quietly(temp)
         raise
+    return temp
+
+
+def _commit(temp: Path, target: Path) -> None:
+    """Rename the staged file over `target` and make the rename durable."""
+    try:
+        os.replace(temp, target)
+        _fsync_dir(target.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
 
 
 def _remove_stale_temps(directory: Path, name: str) -> None:

@@ -1,8 +1,10 @@
-"""The nightly pipeline, read top to bottom: photos → ages → age groups → purchases → Parquet.
+"""The nightly pipeline, read top to bottom: photos → ages → age groups → the database's
+aggregates of the day's purchases → marketing and restricted tables → Parquet.
 
 Everything is computed before anything is written, so a failure while reading the
-database or scoring leaves the previous outputs for the day untouched; each output file is
-then replaced atomically (see analytics/parquet.py).
+database or scoring leaves the previous outputs for the day untouched; the day's files are
+then replaced together, each atomically (see analytics/parquet.py), and compliance
+partitions past their retention period are deleted.
 """
 
 from __future__ import annotations
@@ -18,16 +20,22 @@ import pandas as pd
 import sqlalchemy as sa
 
 from analytics.age_groups import AgeBins, assign_age_groups
-from analytics.parquet import write_marker, write_partition
-from analytics.purchases import join_purchases
-from analytics.summaries import sales_by_age_group
+from analytics.day_tables import (
+    ESTIMATES,
+    SALES,
+    DayOptions,
+    build_day_tables,
+    purge_compliance,
+    write_day_tables,
+)
+from analytics.parquet import remove_marker, write_marker
 from models.persist import AgeModel
 from models.score import score_photos
 from sql import queries
 from sql.engine import with_retries
 
-MARKETING_TABLE = "sales_by_age_group"
-RESTRICTED_TABLE = "age_estimates"
+MARKETING_TABLE = SALES
+RESTRICTED_TABLE = ESTIMATES
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,15 @@ class NightlyConfig:
     bins: AgeBins
     min_cell: int = 10
     batch_size: int = 32
+    challenge_age: float = 25.0
+    window_days: int = 28  # trailing window of recommendations and compliance summaries
+    compliance_retention_days: int = 90
+    today: dt.date | None = None  # retention counts back from here; None: the clock's
+
+    def day_options(self) -> DayOptions:
+        return DayOptions(self.output_root, self.restricted_root, self.min_cell,
+                          self.challenge_age, self.window_days,
+                          self.compliance_retention_days, self.today)
 
 
 @dataclass
@@ -71,24 +88,24 @@ def run_nightly(
         photos = with_retries(lambda: queries.photos_for_day(engine, day))
         scores = estimate_ages(photos, model, detector, config, on_batch)
         estimates = receipt_estimates(photos, scores, config.bins)
-        lines = with_retries(lambda: queries.purchase_lines_for_day(engine, day))
-        joined = join_purchases(lines, estimates)
-        sales = sales_by_age_group(joined, config.min_cell)
+        tables = build_day_tables(engine, day, estimates, model.card, config.day_options())
 
         meta = {"run_id": run_id, "day": day.isoformat(), "model_version": model.version,
-                "age_bins": config.bins.to_spec(), "min_cell": str(config.min_cell)}
+                "age_bins": config.bins.to_spec(), "min_cell": str(config.min_cell),
+                "challenge_age": str(config.challenge_age),
+                "window_days": str(config.window_days)}
         summary = RunSummary(run_id, day)
-        summary.outputs[RESTRICTED_TABLE] = write_partition(
-            config.restricted_root, RESTRICTED_TABLE, day,
-            estimates.assign(model_version=model.version), meta)
-        summary.outputs[MARKETING_TABLE] = write_partition(
-            config.output_root, MARKETING_TABLE, day,
-            sales.assign(model_version=model.version), meta)
+        # The marker goes just before the first rename, so it always describes the files
+        # beside it; a write that fails earlier leaves both the old files and their marker.
+        summary.outputs = write_day_tables(
+            tables, day, config.day_options(), meta, model.version,
+            before_commit=lambda: remove_marker(config.output_root, day))
         quarantine = scores.loc[scores["status"] == "quarantined"].merge(
             photos[["photo_id", "path"]], on="photo_id")[["photo_id", "path", "reason", "detail"]]
         with_retries(lambda: queries.replace_quarantine(engine, run_id, day, quarantine))
+        purged = purge_compliance(config.day_options())
 
-        summary.counts = _counts(photos, scores, estimates, lines, sales)
+        summary.counts = {**_counts(photos, scores), **tables.counts, **purged}
         summary.quarantine = quarantine
         summary.age_mix = estimates.groupby("age_group", observed=False).size().rename(
             "receipts").reset_index()
@@ -139,18 +156,13 @@ def receipt_estimates(photos: pd.DataFrame, scores: pd.DataFrame, bins: AgeBins)
     return one[["receipt_id", "photo_id", "age", "age_group", "face_count"]]
 
 
-def _counts(photos, scores, estimates, lines, sales) -> dict[str, int]:
+def _counts(photos: pd.DataFrame, scores: pd.DataFrame) -> dict[str, int]:
     status = scores["status"].value_counts()
     return {
         "photos": len(photos),
         "scored": int(status.get("ok", 0)),
         "no_face": int(status.get("no_face", 0)),
         "quarantined": int(status.get("quarantined", 0)),
-        "receipts": int(lines["receipt_id"].nunique()) if len(lines) else 0,
-        "receipts_with_age": int(estimates["age"].notna().sum()),
-        "lines": len(lines),
-        "cells": len(sales),
-        "suppressed_cells": int(sales["suppressed"].sum()) if len(sales) else 0,
     }
 
 

@@ -40,22 +40,47 @@ def sales_by_age_group(joined: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     (rounded to cents); share_of_store_revenue divides by the store's whole-day revenue.
     Rows come in store, age-group (age order when Categorical), category order.
     """
-    if min_cell < 1:
-        raise ValueError(f"min_cell must be at least 1, got {min_cell}")
+    _check_min_cell(min_cell)
     require_columns(joined, [*CELL_KEYS, "receipt_id", "quantity", "amount"], "joined purchases")
-    if joined.empty:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in SALES_DTYPES.items()})
-
     cells = (
         joined.groupby(CELL_KEYS, observed=True, sort=True)
-        .agg(
-            receipts=("receipt_id", "nunique"),
-            items=("quantity", "sum"),
-            revenue=("amount", "sum"),
-        )
+        .agg(receipts=("receipt_id", "nunique"), items=("quantity", "sum"),
+             revenue=("amount", "sum"))
         .reset_index()
     )
-    store_revenue = joined.groupby("store_id")["amount"].sum()
+    return sales_from_cells(cells, min_cell)
+
+
+def category_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """Product cells (from sql.queries.aggregate_day) rolled up to store x age group x category.
+
+    A category's distinct receipts are the sum of its products' `category_receipts`, which
+    count each receipt once per category; summing `receipts` would count a receipt with two
+    beers twice.
+    """
+    require_columns(cells, [*CELL_KEYS, "category_receipts", "items", "revenue"],
+                    "product cells")
+    return (
+        cells.groupby(CELL_KEYS, observed=True, sort=True)
+        .agg(receipts=("category_receipts", "sum"), items=("items", "sum"),
+             revenue=("revenue", "sum"))
+        .reset_index()
+    )
+
+
+def sales_from_cells(cells: pd.DataFrame, min_cell: int) -> pd.DataFrame:
+    """The marketing table from unsuppressed category cells (CELL_KEYS, receipts, items,
+    revenue): adds each cell's share of its store's revenue, then suppresses small cells.
+
+    The share is computed before suppression, from all of the store's revenue, so hidden
+    cells still count in the denominator.
+    """
+    _check_min_cell(min_cell)
+    require_columns(cells, [*CELL_KEYS, "receipts", "items", "revenue"], "category cells")
+    if cells.empty:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in SALES_DTYPES.items()})
+    cells = cells.sort_values(CELL_KEYS, kind="stable").reset_index(drop=True)
+    store_revenue = cells.groupby("store_id")["revenue"].sum()
     day_revenue = cells["store_id"].map(store_revenue).astype("Float64")
     cells["share_of_store_revenue"] = (
         cells["revenue"].astype("Float64") / day_revenue.where(day_revenue != 0)
@@ -68,6 +93,11 @@ def sales_by_age_group(joined: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     for column in ["receipts", "items", "revenue", "share_of_store_revenue"]:
         cells[column] = cells[column].mask(small)
     return cells[SALES_COLUMNS].reset_index(drop=True)
+
+
+def _check_min_cell(min_cell: int) -> None:
+    if min_cell < 1:
+        raise ValueError(f"min_cell must be at least 1, got {min_cell}")
 
 
 def age_group_mix(estimates: pd.DataFrame) -> pd.DataFrame:

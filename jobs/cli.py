@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from jobs.settings import DEFAULT_AGE_BINS, DEFAULT_DB_URL, DEFAULT_MIN_CELL, Settings
+from jobs.settings import (
+    DEFAULT_AGE_BINS,
+    DEFAULT_CHALLENGE_AGE,
+    DEFAULT_COMPLIANCE_RETENTION_DAYS,
+    DEFAULT_DB_URL,
+    DEFAULT_MIN_CELL,
+    DEFAULT_WINDOW_DAYS,
+    Settings,
+)
 
 pass_settings = click.make_pass_decorator(Settings)
 
@@ -33,6 +41,16 @@ pass_settings = click.make_pass_decorator(Settings)
 @click.option("--min-cell", type=click.IntRange(min=1), default=DEFAULT_MIN_CELL,
               show_default=True, help="Suppress marketing cells with fewer receipts than this.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--challenge-age", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULT_CHALLENGE_AGE, show_default=True,
+              help="Compliance flags sales of age-restricted goods to shoppers estimated "
+              "under this age.")
+@click.option("--window-days", type=click.IntRange(min=1), default=DEFAULT_WINDOW_DAYS,
+              show_default=True,
+              help="Trailing days behind recommendations and compliance summaries.")
+@click.option("--compliance-retention-days", type=click.IntRange(min=1),
+              default=DEFAULT_COMPLIANCE_RETENTION_DAYS, show_default=True,
+              help="The nightly run deletes compliance partitions older than this.")
 @click.option("--photos-are-faces", is_flag=True,
               help="Photos are already face crops: skip face detection.")
 @click.option("-v", "--verbose", count=True, help="More log output (repeatable).")
@@ -63,6 +81,8 @@ COMMAND_MODULES = [
     "explore",
     "train",
     "evaluate",
+    "report",
+    "publish",
 ]
 
 _register()

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import signal
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import click
 
-from jobs.lock import EXIT_LOCKED, AlreadyRunning, run_lock
+from jobs.lock import EXIT_LOCKED, AlreadyRunning, LockError, run_lock
 from jobs.settings import Settings
 
 log = logging.getLogger("ageseg")
 
 EXIT_DB_UNAVAILABLE = 69  # EX_UNAVAILABLE
 EXIT_CANT_WRITE = 73  # EX_CANTCREAT
+EXIT_TERMINATED = 128 + signal.SIGTERM  # what a shell reports for a process killed by SIGTERM
 
 
 class JobFailed(click.ClickException):
@@ -37,33 +40,102 @@ def parse_bins(spec: str):
 
 
 def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: bool) -> None:
-    """Run each day independently; stop at the first failure with a one-line reason."""
+    """Run each day independently; stop at the first failure with a one-line reason.
+
+    Cheap checks come before expensive work, each with its own exit code: age bins (2), the
+    lock (75), the database (69), the output roots (73), the photo root and the model (1).
+    An operator learns in seconds, not after an hour of scoring, that the night cannot work.
+    """
+    import sqlalchemy as sa
+
     from analytics.parquet import OutputError
-    from sql.engine import DatabaseUnavailable, DatabaseUrlError, make_engine, redact_url
+    from sql.engine import (
+        DatabaseUnavailable,
+        DatabaseUrlError,
+        describe_error,
+        make_engine,
+        redact_url,
+    )
 
     bins = parse_bins(settings.age_bins)  # bad bins fail before any work
     try:
         engine = make_engine(settings.db_url)
     except DatabaseUrlError as exc:
         raise click.BadParameter(str(exc), param_hint="--db-url") from exc
+    what = f"{job} {days[0]}" + (f"..{days[-1]}" if len(days) > 1 else "")
     try:
         if dry_run:
             _dry_run(settings, engine, days)
             return
-        with run_lock(settings.lock_dir):
+        with _sigterm_as_exception(), run_lock(settings.lock_dir, what=what):
+            _preflight(settings, engine)
             model, detector = _load_scoring(settings)
             for day in days:
                 summary = _run_one(settings, engine, day, model, detector, bins, job)
                 _print_summary(summary)
     except AlreadyRunning as exc:
         raise JobFailed(str(exc), EXIT_LOCKED) from exc
+    except LockError as exc:
+        raise JobFailed(str(exc.strerror or exc), EXIT_CANT_WRITE) from exc
     except DatabaseUnavailable as exc:
-        raise JobFailed(f"database unavailable ({redact_url(settings.db_url)}): {exc}",
+        reason = str(exc).removeprefix("database unavailable").lstrip(": ")
+        raise JobFailed(f"database unavailable ({redact_url(settings.db_url)})"
+                        f"{' ' if reason.startswith('after') else ': '}{reason}",
                         EXIT_DB_UNAVAILABLE) from exc
     except OutputError as exc:
         raise JobFailed(str(exc), EXIT_CANT_WRITE) from exc
+    except sa.exc.SQLAlchemyError as exc:  # not transient: missing table, no permission, ...
+        log.debug("database error", exc_info=True)
+        raise JobFailed(f"database error ({redact_url(settings.db_url)}): "
+                        f"{describe_error(exc)}") from exc
+    except Terminated as exc:
+        raise JobFailed(str(exc), EXIT_TERMINATED) from exc
     finally:
         engine.dispose()
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived. A BaseException, like KeyboardInterrupt, so that no `except
+    Exception` on the way swallows it; the pipeline records the run as failed on its way up."""
+
+
+@contextmanager
+def _sigterm_as_exception() -> Iterator[None]:
+    """Turn SIGTERM (systemd stop, cron timeout, `kill`) into an exception.
+
+    By default SIGTERM ends Python without unwinding, leaving the run's row "running" for
+    ever; raised as an exception it unwinds like Ctrl-C: temp files are removed and the run
+    is recorded as failed. Only the main thread may install handlers (tests may call us
+    from elsewhere): there the default stays.
+    """
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Terminated(f"terminated by {signal.Signals(signum).name}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _preflight(settings: Settings, engine) -> None:
+    """Fail fast on what would otherwise fail after the model load and all the scoring."""
+    from analytics.parquet import check_writable
+    from sql.engine import ping, with_retries
+
+    with_retries(lambda: ping(engine))
+    for root in (settings.output_root, settings.restricted_root):
+        check_writable(root)
+    if not settings.photo_root.is_dir():
+        # Every photo would be quarantined as missing and the day's tables replaced by ones
+        # where every shopper's age is unknown: refuse instead.
+        raise JobFailed(f"photo root {settings.photo_root} is not a folder "
+                        "(is the photo share mounted?)")
 
 
 def _load_scoring(settings: Settings):
@@ -86,17 +158,35 @@ def _run_one(settings, engine, day, model, detector, bins, job):
     from analytics.pipeline import NightlyConfig, run_nightly
 
     config = NightlyConfig(settings.photo_root, settings.output_root, settings.restricted_root,
-                           bins, settings.min_cell, settings.batch_size)
+                           bins, settings.min_cell, settings.batch_size,
+                           challenge_age=settings.challenge_age,
+                           window_days=settings.window_days,
+                           compliance_retention_days=settings.compliance_retention_days,
+                           today=dt.date.today())
     run_id = f"{day.isoformat()}-{uuid.uuid4().hex[:8]}"
     log.info("%s %s: run %s", job, day, run_id)
     if sys.stderr.isatty():
         from sql import queries
+        from sql.engine import with_retries
 
-        total = len(queries.photos_for_day(engine, day))
+        total = len(with_retries(lambda: queries.photos_for_day(engine, day)))
         with click.progressbar(length=total, label=f"{day} photos", file=sys.stderr) as bar:
             return run_nightly(engine, day, model, detector, config, run_id=run_id, job=job,
                                on_batch=bar.update)
-    return run_nightly(engine, day, model, detector, config, run_id=run_id, job=job)
+    return run_nightly(engine, day, model, detector, config, run_id=run_id, job=job,
+                       on_batch=_progress_log())
+
+
+def _progress_log() -> Callable[[int], None]:
+    """Log each scored batch (with -v): cron logs then show how far a killed run got."""
+    done = 0
+
+    def on_batch(n: int) -> None:
+        nonlocal done
+        done += n
+        log.info("scored %d photos", done)
+
+    return on_batch
 
 
 def _print_summary(summary) -> None:
@@ -105,6 +195,12 @@ def _print_summary(summary) -> None:
         f"{summary.day}: {c['photos']} photos, {c['scored']} aged, {c['no_face']} no face, "
         f"{c['quarantined']} quarantined; {c['receipts']} receipts, {c['cells']} cells "
         f"({c['suppressed_cells']} suppressed) in {summary.seconds:.1f}s"
+    )
+    click.echo(
+        f"  {c.get('recommendations', 0)} recommendations; compliance: {c.get('flagged', 0)} "
+        f"flagged of {c.get('alcohol_sales', 0)} age-restricted sales; retention deleted "
+        f"{c.get('compliance_partitions_deleted', 0)} compliance partition(s) "
+        f"({c.get('compliance_rows_deleted', 0)} flagged rows)"
     )
     for name, path in summary.outputs.items():
         click.echo(f"  {name}: {path}")

@@ -12,6 +12,9 @@ from pathlib import Path
 DEFAULT_DB_URL = "sqlite:///var/demo/shop.db"
 DEFAULT_AGE_BINS = "0-17,18-24,25-34,35-44,45-54,55-64,65+"
 DEFAULT_MIN_CELL = 10
+DEFAULT_CHALLENGE_AGE = 25.0  # "Challenge 25": ask anyone who looks under 25 for ID
+DEFAULT_WINDOW_DAYS = 28
+DEFAULT_COMPLIANCE_RETENTION_DAYS = 90
 
 
 @dataclass(frozen=True)
@@ -28,3 +31,6 @@ class Settings:
     min_cell: int = DEFAULT_MIN_CELL
     batch_size: int = 32
     photos_are_faces: bool = False
+    challenge_age: float = DEFAULT_CHALLENGE_AGE
+    window_days: int = DEFAULT_WINDOW_DAYS
+    compliance_retention_days: int = DEFAULT_COMPLIANCE_RETENTION_DAYS

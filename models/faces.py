@@ -128,7 +128,10 @@ def read_photo(path: Path, *, max_bytes: int = MAX_BYTES) -> bytes:
     with os.fdopen(fd, "rb") as fh:
         if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
             raise PhotoError("not_a_file", f"{path} is not a regular file")
-        data = fh.read(max_bytes + 1)
+        try:
+            data = fh.read(max_bytes + 1)
+        except OSError as exc:  # EIO, or ESTALE when a file share loses the file mid-read
+            raise PhotoError("unreadable", f"{path}: {exc.strerror or exc}") from exc
     if len(data) > max_bytes:
         raise PhotoError("too_large", f"{path} is over {max_bytes} bytes")
     return data
@@ -149,7 +152,19 @@ def decode_photo(
     """
     if not data:
         raise PhotoError("empty", "zero bytes")
-    img = _open(bytes(data) if not isinstance(data, bytes) else data)
+    try:
+        return _decode(bytes(data) if not isinstance(data, bytes) else data, max_pixels, max_side)
+    except PhotoError:
+        raise
+    except Exception as exc:
+        # PIL's plugins raise many exception types on hostile input (KeyError, TypeError,
+        # ZeroDivisionError have all been reported against it). Whatever one photo does, it
+        # must cost that photo only, never the night's run.
+        raise PhotoError("unsupported", f"decoder failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _decode(data: bytes, max_pixels: int, max_side: int) -> np.ndarray:
+    img = _open(data)
     width, height = img.size
     if width < 1 or height < 1:
         raise PhotoError("not_an_image", f"header says {width}x{height}")

@@ -101,6 +101,11 @@ def is_transient(exc: BaseException) -> bool:
 def with_retries(fn: Callable[[], T], attempts: int = 4, base_delay: float = 0.5) -> T:
     """Call `fn()`; on a transient database error wait base_delay * 2**n and try again.
 
+    `fn` must be safe to run twice: a read, or a write whose one transaction gives the same
+    end state when repeated (an UPDATE to fixed values, a delete-then-insert). A connection
+    lost during COMMIT leaves the outcome unknown, so a plain INSERT retried here may meet its
+    own first attempt as a duplicate key.
+
     Other errors (constraint violations, bad SQL) propagate at once. After `attempts` failures,
     or at once when the server refuses us for good (bad password, no such database), raises
     DatabaseUnavailable with a one-line, password-free reason.
@@ -125,6 +130,28 @@ def with_retries(fn: Callable[[], T], attempts: int = 4, base_delay: float = 0.5
                         attempt, attempts, delay, reason)
             time.sleep(delay)
     raise AssertionError("unreachable")  # the loop always returns or raises
+
+
+def ping(engine: sa.Engine) -> None:
+    """Open a connection and run a trivial query.
+
+    The nightly job calls this (through `with_retries`) before it spends minutes loading the
+    model and scoring photos, so a database that is down fails the run in seconds.
+    """
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+
+
+def describe_error(exc: BaseException) -> str:
+    """One password-free line for any database error: the driver's first message line.
+
+    SQLAlchemy's own text appends the SQL and its bound parameters, which can run to
+    thousands of characters and may hold data; an operator needs only the first line.
+    """
+    if isinstance(exc, sa.exc.DBAPIError):
+        return _one_line_reason(exc)
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return scrub_passwords(f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": "))
 
 
 def _one_line_reason(exc: sa.exc.DBAPIError) -> str:

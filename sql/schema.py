@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     Numeric,
@@ -112,3 +113,59 @@ class Quarantine(Base):
     path: Mapped[str] = mapped_column(String(1000))
     reason: Mapped[str] = mapped_column(String(50))
     detail: Mapped[str] = mapped_column(Text)
+
+
+# --- marketing tables that `ageseg publish` fills, for analysts who live in SQL -------------
+# Copies of the Parquet tables under the marketing root, one day at a time: aggregates only,
+# with the same suppression (null numbers where a cell had fewer than min_cell receipts).
+
+
+class MktSalesByAgeGroup(Base):
+    """`sales_by_age_group` for one day per `day`: store x age group x category."""
+
+    __tablename__ = "mkt_sales_by_age_group"
+
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    store_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    age_group: Mapped[str] = mapped_column(String(20), primary_key=True)
+    category: Mapped[str] = mapped_column(String(100), primary_key=True)
+    store_name: Mapped[str] = mapped_column(String(200))
+    receipts: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    items: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    revenue: Mapped[Decimal | None] = mapped_column(Numeric(14, 2), nullable=True)
+    share_of_store_revenue: Mapped[float | None] = mapped_column(Float, nullable=True)
+    suppressed: Mapped[bool] = mapped_column(Boolean)
+    model_version: Mapped[str] = mapped_column(String(200))
+
+
+class MktRecommendation(Base):
+    """`recommendations` for one day per `day`; store_id is NULL on chain-wide rows."""
+
+    __tablename__ = "mkt_recommendations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    day: Mapped[dt.date] = mapped_column(Date, index=True)
+    scope: Mapped[str] = mapped_column(String(10))  # "chain" or "store"
+    store_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    store_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    age_group: Mapped[str] = mapped_column(String(20))
+    level: Mapped[str] = mapped_column(String(10))  # "category" or "product"
+    category: Mapped[str] = mapped_column(String(100))
+    product_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    product_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    rank: Mapped[int] = mapped_column(Integer)
+    receipts: Mapped[int] = mapped_column(Integer)
+    items: Mapped[int] = mapped_column(Integer)
+    revenue: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    group_receipts: Mapped[int] = mapped_column(Integer)
+    share: Mapped[float] = mapped_column(Float)
+    base_share: Mapped[float] = mapped_column(Float)
+    lift: Mapped[float] = mapped_column(Float)
+    lift_low: Mapped[float] = mapped_column(Float)
+    window_start: Mapped[dt.date] = mapped_column(Date)
+    window_end: Mapped[dt.date] = mapped_column(Date)
+    window_days: Mapped[int] = mapped_column(Integer)
+    model_version: Mapped[str] = mapped_column(String(200))
+
+
+MARKETING_TABLES = (MktSalesByAgeGroup.__table__, MktRecommendation.__table__)

@@ -81,3 +81,13 @@ def tiny_model_path(tmp_path_factory) -> Path:
     _, age_model = build_model(SIZE)
     path = tmp_path_factory.mktemp("model") / "tiny.ageseg"
     return save_model(age_model, path, {"version": "test-tiny", "metrics": {"val_mae": 99.0}})
+
+
+@pytest.fixture(scope="session")
+def month(tmp_path_factory):
+    """A generated month on SQLite with planted estimates and every day's tables written
+    (see tests/month.py); built once, shared by the marketing and compliance tests."""
+    from tests.month import build_month
+
+    root = tmp_path_factory.mktemp("month")
+    return build_month(f"sqlite:///{root / 'shop.db'}", root)

@@ -64,8 +64,9 @@ def test_kill_9_at_random_points_loses_nothing(sqlite_url, tmp_path, tiny_model_
         now = _tables(tmp_path)  # always readable, never partial
         for table, frame in now.items():
             pd.testing.assert_frame_equal(frame, good[table], check_dtype=False)
-        visible = [p.name for p in (tmp_path / "marketing").rglob("*.parquet")]
-        assert visible == ["part-0.parquet"]
+        for root, table in TABLES:
+            visible = [p.name for p in (tmp_path / root / table).rglob("*.parquet")]
+            assert visible == ["part-0.parquet"], table
 
     final = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert final.returncode == 0, final.stderr[-2000:]  # no stale lock

@@ -368,3 +368,24 @@ def test_with_retries_does_not_retry_errors_that_will_repeat(sqlite_url):
 def test_with_retries_rejects_zero_attempts():
     with pytest.raises(ValueError, match="attempts"):
         with_retries(lambda: None, attempts=0)
+
+
+def test_start_run_is_retry_safe_and_abandons_killed_runs(db_url):
+    import datetime as dt
+
+    import pandas as pd
+
+    from sql.engine import make_engine
+    from sql.queries import create_schema, start_run
+
+    engine = make_engine(db_url)
+    create_schema(engine)
+    day = dt.date(2026, 11, 28)
+    start_run(engine, "killed", "nightly", day, "v1")  # a run that was kill -9'd
+    start_run(engine, "other-day", "nightly", day + dt.timedelta(days=1), "v1")
+    start_run(engine, "next", "nightly", day, "v1")
+    start_run(engine, "next", "nightly", day, "v1")  # a retry after a lost COMMIT
+    runs = pd.read_sql("select run_id, status from runs order by run_id", engine)
+    assert runs.values.tolist() == [["killed", "abandoned"], ["next", "running"],
+                                    ["other-day", "running"]]
+    engine.dispose()

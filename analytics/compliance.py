@@ -1,0 +1,222 @@
+"""Challenge 25 checks for store managers: restricted outputs only, never for marketing.
+
+A sale of an age-restricted product to a shopper whose estimated age is under the threshold
+is *flagged*. An estimate is not an age: a 27-year-old may be estimated at 23. So each
+flagged sale carries the model's known error for its age band and the probability that the
+shopper was in fact at least the threshold age, and the per-cashier summary sets the
+flagged count next to the number of false flags that model error alone would produce. A
+manager then sees whether a cashier's flags stand out from the noise before acting.
+
+Method (stated here because managers will ask): the model card gives the mean absolute
+error (MAE) per true-age band (`metrics.by_band`, from `ageseg evaluate`) or overall
+(`metrics.val_mae`). We use the MAE of the band the *estimate* falls in, treat the error as
+Gaussian with sigma = sqrt(pi/2) * MAE (about 1.25 * MAE; for a normal error MAE =
+sigma * sqrt(2/pi)) centred on the estimate, and take P(true age >= threshold | estimate) =
+1 - Phi((threshold - estimate) / sigma). Expected false flags are the sum of these over
+flagged sales. It is an approximation (a flat prior on the true age, no bias term), good
+enough to tell a cashier with 30 unexplained flags from one with 3.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analytics.purchases import require_columns
+
+SIGMA_PER_MAE = math.sqrt(math.pi / 2)
+_BAND = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)|\+)\s*$")
+
+COMPLIANCE_DTYPES = {
+    "receipt_id": "int64",
+    "store_id": "int64",
+    "store_name": "str",
+    "cashier_id": "int64",
+    "ts": "datetime64[us]",
+    "age": "float64",
+    "error_band": "str",
+    "model_mae": "float64",
+    "p_at_least_threshold": "float64",
+    "id_checked": "boolean",
+    "challenge_age": "float64",
+}
+SALES_DTYPES = {
+    "store_id": "int64",
+    "store_name": "str",
+    "cashier_id": "int64",
+    "alcohol_sales": "int64",
+    "with_age": "int64",
+    "flagged": "int64",
+}
+SUMMARY_DTYPES = {
+    "level": "str",  # "store" or "cashier"
+    "store_id": "int64",
+    "store_name": "str",
+    "cashier_id": "Int64",  # null on store rows
+    "alcohol_sales": "int64",
+    "with_age": "int64",
+    "flagged": "int64",
+    "flagged_rate": "float64",
+    "expected_false_flags": "float64",
+    "expected_false_flag_rate": "float64",
+    "flagged_id_checked": "int64",
+    "flagged_no_id_check": "int64",
+    "flagged_check_not_recorded": "int64",
+    "expected_false_flags_no_id_check": "float64",
+    "window_start": "object",  # datetime.date
+    "window_end": "object",
+    "window_days": "int64",
+    "challenge_age": "float64",
+}
+
+
+class ModelCardError(ValueError):
+    """The model card has no error figures to judge flags by."""
+
+
+@dataclass(frozen=True)
+class ErrorBands:
+    """Known mean absolute error per estimated-age band, with an overall fallback.
+
+    `bands` are (label, lowest age, highest age or None for open-ended, mae).
+    """
+
+    bands: tuple[tuple[str, int, int | None, float], ...]
+    overall: float | None
+
+    @classmethod
+    def from_card(cls, card: Mapping[str, object]) -> ErrorBands:
+        """Read card["metrics"]["by_band"][label]["mae"] where present, else val_mae only.
+
+        Bands without an MAE (no faces of that age in the evaluation) fall back to the
+        overall figure. Raises ModelCardError when the card has neither.
+        """
+        metrics = card.get("metrics") or {}
+        if not isinstance(metrics, Mapping):
+            metrics = {}
+        overall = _positive(metrics.get("val_mae"))
+        bands = []
+        by_band = metrics.get("by_band") or {}
+        if isinstance(by_band, Mapping):
+            for label, stats in by_band.items():
+                match = _BAND.match(str(label))
+                mae = _positive(stats.get("mae")) if isinstance(stats, Mapping) else None
+                if match and mae is not None:
+                    high = int(match.group(2)) if match.group(2) else None
+                    bands.append((str(label), int(match.group(1)), high, mae))
+        if not bands and overall is None:
+            raise ModelCardError("the model card has neither metrics.by_band nor "
+                                 "metrics.val_mae: the flags' error is unknown")
+        return cls(tuple(sorted(bands, key=lambda b: b[1])), overall)
+
+    def lookup(self, ages: pd.Series) -> tuple[pd.Series, pd.Series]:
+        """(band label, MAE) for each age; "overall" and val_mae outside every band."""
+        years = np.floor(pd.to_numeric(ages, errors="coerce").to_numpy(dtype="float64"))
+        labels = np.full(len(years), "overall", dtype=object)
+        maes = np.full(len(years), np.nan if self.overall is None else self.overall)
+        for label, low, high, mae in self.bands:
+            inside = (years >= low) & ((years <= high) if high is not None else True)
+            labels[inside] = label
+            maes[inside] = mae
+        return pd.Series(labels, index=ages.index), pd.Series(maes, index=ages.index)
+
+
+def p_at_least(threshold: float, ages: pd.Series, mae: pd.Series) -> pd.Series:
+    """P(true age >= threshold | estimate) under the Gaussian error stated above."""
+    sigma = np.asarray(mae, dtype="float64") * SIGMA_PER_MAE
+    z = (threshold - np.asarray(ages, dtype="float64")) / sigma
+    erfc = np.vectorize(math.erfc, otypes=[float])
+    p = 0.5 * erfc(z / math.sqrt(2)) if len(z) else np.array([], dtype=float)
+    return pd.Series(p, index=ages.index)
+
+
+def compliance_rows(
+    flagged: pd.DataFrame, store_names: Mapping[int, str], bands: ErrorBands,
+    challenge_age: float,
+) -> pd.DataFrame:
+    """The day's flagged sales (sql.queries.aggregate_day's `flagged`) with the model error.
+
+    One row per receipt: store, cashier, time, estimated age, the error band used, its MAE,
+    P(true age >= challenge_age) and whether the till recorded an ID check.
+    """
+    require_columns(flagged, ["receipt_id", "store_id", "cashier_id", "ts", "age",
+                              "id_checked"], "flagged sales")
+    band, mae = bands.lookup(flagged["age"])
+    rows = flagged.assign(
+        store_name=flagged["store_id"].map(store_names),
+        error_band=band, model_mae=mae,
+        p_at_least_threshold=p_at_least(challenge_age, flagged["age"], mae),
+        challenge_age=float(challenge_age))
+    return _typed(rows, COMPLIANCE_DTYPES)
+
+
+def compliance_sales(sales: pd.DataFrame, store_names: Mapping[int, str]) -> pd.DataFrame:
+    """The day's alcohol sales per store x cashier: the denominators of the flagged rates."""
+    require_columns(sales, ["store_id", "cashier_id", "alcohol_sales", "with_age", "flagged"],
+                    "alcohol sales")
+    return _typed(sales.assign(store_name=sales["store_id"].map(store_names)), SALES_DTYPES)
+
+
+def compliance_summary(
+    flagged: pd.DataFrame, sales: pd.DataFrame, *, window_start: dt.date,
+    window_end: dt.date, window_days: int, challenge_age: float,
+) -> pd.DataFrame:
+    """Per store and per cashier over a window: flagged rate and the false flags to expect.
+
+    `flagged` is the window's compliance rows, `sales` its daily compliance_sales rows.
+    flagged_rate = flagged / alcohol_sales. expected_false_flags = sum over flagged sales of
+    P(true age >= challenge_age); flagged - expected_false_flags is what model noise does not
+    explain. Flagged sales are split by the till's ID-check record (checked, not checked,
+    not recorded), with the false flags to expect among the unchecked ones.
+    """
+    require_columns(flagged, ["store_id", "cashier_id", "p_at_least_threshold", "id_checked"],
+                    "compliance rows")
+    require_columns(sales, list(SALES_DTYPES), "compliance sales")
+    checked = flagged["id_checked"].astype("boolean")
+    marks = pd.DataFrame({
+        "store_id": flagged["store_id"].astype("int64"),
+        "cashier_id": flagged["cashier_id"].astype("int64"),
+        "expected_false_flags": flagged["p_at_least_threshold"].astype("float64"),
+        "flagged_id_checked": checked.eq(True).fillna(False).astype("int64"),
+        "flagged_no_id_check": checked.eq(False).fillna(False).astype("int64"),
+        "flagged_check_not_recorded": checked.isna().astype("int64"),
+    })
+    marks["expected_false_flags_no_id_check"] = marks["expected_false_flags"].where(
+        marks["flagged_no_id_check"] == 1, 0.0)
+    names = sales.groupby("store_id")["store_name"].last()
+    parts = []
+    for level, keys in (("store", ["store_id"]), ("cashier", ["store_id", "cashier_id"])):
+        totals = sales.groupby(keys)[["alcohol_sales", "with_age", "flagged"]].sum()
+        flags = marks.groupby(keys)[[c for c in marks.columns if c not in
+                                     ("store_id", "cashier_id")]].sum()
+        part = totals.join(flags, how="left").fillna(0).reset_index()
+        parts.append(part.assign(level=level))
+    out = pd.concat(parts, ignore_index=True)
+    out["store_name"] = out["store_id"].map(names)
+    sold = out["alcohol_sales"].where(out["alcohol_sales"] > 0)
+    out["flagged_rate"] = out["flagged"] / sold
+    out["expected_false_flag_rate"] = out["expected_false_flags"] / out["flagged"].where(
+        out["flagged"] > 0)
+    out = out.assign(window_start=window_start, window_end=window_end,
+                     window_days=window_days, challenge_age=float(challenge_age))
+    return _typed(out, SUMMARY_DTYPES)
+
+
+def _positive(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def _typed(frame: pd.DataFrame, dtypes: Mapping[str, str]) -> pd.DataFrame:
+    out = frame.reindex(columns=list(dtypes))
+    return out.astype({c: t for c, t in dtypes.items() if t != "object"}).reset_index(
+        drop=True)

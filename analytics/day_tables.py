@@ -1,0 +1,172 @@
+"""Every table one night produces: computed from the day's estimates, then written together.
+
+`build_day_tables` reads (the database's aggregates, earlier days' partitions for the
+trailing windows) and computes; it writes nothing, so a failure leaves the day's previous
+outputs untouched. `write_day_tables` then replaces all of the day's partitions at once, and
+`purge_compliance` applies the retention period. The marketing root gets aggregates only;
+everything per receipt or per cashier, and the unsuppressed daily counts, go to the
+restricted root.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+
+from analytics.age_groups import UNKNOWN
+from analytics.compliance import (
+    ErrorBands,
+    compliance_rows,
+    compliance_sales,
+    compliance_summary,
+)
+from analytics.parquet import delete_partitions_before, iter_partitions, write_partitions
+from analytics.recommendations import affinity_counts, recommendations, window_counts
+from analytics.summaries import category_cells, sales_from_cells
+from sql import queries
+from sql.engine import with_retries
+
+# Marketing root (aggregates, small cells suppressed).
+SALES = "sales_by_age_group"
+RECOMMENDATIONS = "recommendations"
+# Restricted root.
+ESTIMATES = "age_estimates"
+AFFINITY = "affinity_counts"
+COMPLIANCE = "compliance"
+COMPLIANCE_SALES = "compliance_sales"
+COMPLIANCE_SUMMARY = "compliance_summary"
+COMPLIANCE_TABLES = (COMPLIANCE, COMPLIANCE_SALES, COMPLIANCE_SUMMARY)
+
+
+@dataclass(frozen=True)
+class DayOptions:
+    """What shapes the day's tables (the CLI's --min-cell, --challenge-age, ...)."""
+
+    output_root: Path
+    restricted_root: Path
+    min_cell: int = 10
+    challenge_age: float = 25.0
+    window_days: int = 28
+    compliance_retention_days: int = 90
+    today: dt.date | None = None  # retention counts back from here; None: the clock's today
+
+    def retention_cutoff(self) -> dt.date:
+        """Compliance partitions for days before this are deleted (and not written)."""
+        today = self.today or dt.date.today()
+        return today - dt.timedelta(days=self.compliance_retention_days)
+
+
+@dataclass
+class DayTables:
+    """The day's tables by name, per root, with a few counts for the run record."""
+
+    marketing: dict[str, pd.DataFrame] = field(default_factory=dict)
+    restricted: dict[str, pd.DataFrame] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def build_day_tables(
+    engine: sa.Engine,
+    day: dt.date,
+    estimates: pd.DataFrame,
+    card: Mapping[str, object],
+    options: DayOptions,
+) -> DayTables:
+    """All of `day`'s tables from its estimates (receipt_id, photo_id, age, age_group,
+    face_count) and the model card (for the compliance error bands). Writes nothing."""
+    aggregates = with_retries(lambda: queries.aggregate_day(
+        engine, day, estimates[["receipt_id", "age_group", "age"]],
+        challenge_age=options.challenge_age, unknown=UNKNOWN))
+    cells = aggregates.cells
+    tables = DayTables()
+    tables.marketing[SALES] = sales_from_cells(category_cells(cells), options.min_cell)
+    affinity = affinity_counts(cells)
+    tables.restricted[ESTIMATES] = estimates
+    tables.restricted[AFFINITY] = affinity
+
+    start = day - dt.timedelta(days=options.window_days - 1)
+    seen: list[dt.date] = []
+    counts = window_counts(_window(options.restricted_root, AFFINITY, start, day, affinity,
+                                   seen))
+    tables.marketing[RECOMMENDATIONS] = recommendations(
+        counts, window_start=start, window_end=day, window_days=len(seen),
+        min_cell=options.min_cell)
+
+    tables.counts = {
+        "receipts": int(cells["group_receipts"].sum()),
+        "receipts_with_age": int(estimates["age"].notna().sum()),
+        "lines": int(cells["lines"].sum()),
+        "cells": len(tables.marketing[SALES]),
+        "suppressed_cells": int(tables.marketing[SALES]["suppressed"].sum()),
+        "recommendations": len(tables.marketing[RECOMMENDATIONS]),
+        "alcohol_sales": int(aggregates.restricted_sales["alcohol_sales"].sum()),
+        "flagged": len(aggregates.flagged),
+    }
+    if day < options.retention_cutoff():
+        tables.counts["compliance_skipped"] = 1  # the day is already past retention
+        return tables
+    stores = dict(cells[["store_id", "store_name"]].drop_duplicates("store_id").itertuples(
+        index=False))
+    flagged = compliance_rows(aggregates.flagged, stores, ErrorBands.from_card(card),
+                              options.challenge_age)
+    sales = compliance_sales(aggregates.restricted_sales, stores)
+    tables.restricted[COMPLIANCE] = flagged
+    tables.restricted[COMPLIANCE_SALES] = sales
+    flagged_days: list[dt.date] = []
+    window_flagged = pd.concat(list(_window(options.restricted_root, COMPLIANCE, start, day,
+                                            flagged, flagged_days)), ignore_index=True)
+    window_sales = pd.concat(list(_window(options.restricted_root, COMPLIANCE_SALES, start, day,
+                                          sales, [])), ignore_index=True)
+    tables.restricted[COMPLIANCE_SUMMARY] = compliance_summary(
+        window_flagged, window_sales, window_start=start, window_end=day,
+        window_days=len(flagged_days), challenge_age=options.challenge_age)
+    return tables
+
+
+def write_day_tables(
+    tables: DayTables, day: dt.date, options: DayOptions, metadata: Mapping[str, str],
+    model_version: str,
+    *,
+    before_commit: Callable[[], object] | None = None,
+) -> dict[str, Path]:
+    """Replace the day's partition of every table, restricted and marketing, all or none.
+
+    Each table gets a model_version column and `metadata` in its file.
+    """
+    parts = [(root, name, frame.assign(model_version=model_version))
+             for root, frames in ((options.restricted_root, tables.restricted),
+                                  (options.output_root, tables.marketing))
+             for name, frame in frames.items()]
+    paths = write_partitions(parts, day, metadata, before_commit=before_commit)
+    return {name: path for (_, name, _), path in zip(parts, paths, strict=True)}
+
+
+def purge_compliance(options: DayOptions) -> dict[str, int]:
+    """Delete compliance partitions older than the retention period; say how many went."""
+    cutoff = options.retention_cutoff()
+    partitions = rows = 0
+    for table in COMPLIANCE_TABLES:
+        gone, count = delete_partitions_before(options.restricted_root, table, cutoff)
+        partitions += gone
+        rows += count if table == COMPLIANCE else 0
+    return {"compliance_partitions_deleted": partitions, "compliance_rows_deleted": rows}
+
+
+def _window(
+    root: Path, table: str, start: dt.date, day: dt.date, today: pd.DataFrame,
+    seen: list[dt.date],
+) -> Iterator[pd.DataFrame]:
+    """Earlier days' partitions in [start, day) from disk, then `today` (not yet written).
+
+    Appends each day it yields to `seen`, so the caller knows how many days the window had.
+    """
+    for earlier, frame in iter_partitions(root, table, start, day - dt.timedelta(days=1)):
+        seen.append(earlier)
+        yield frame
+    seen.append(day)
+    yield today

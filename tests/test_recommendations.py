@@ -1,0 +1,200 @@
+"""Recommendations: the lift arithmetic on hand-made counts, and the planted month
+(tests/month.py): planted affinities come out on top, low-support noise does not, small
+cells never reach marketing."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analytics.day_tables import AFFINITY, RECOMMENDATIONS, SALES
+from analytics.parquet import iter_partitions, read_partition
+from analytics.recommendations import (
+    AFFINITY_DTYPES,
+    affinity_counts,
+    recommendations,
+    wilson_interval,
+    window_counts,
+)
+from sql.engine import make_engine
+from sql.queries import purchase_lines_for_day
+from tests.month import FIRST_DAY, LAST_DAY, MIN_CELL, NOISE_NAME
+
+WINDOW = {"window_start": dt.date(2026, 1, 1), "window_end": dt.date(2026, 1, 28),
+          "window_days": 28}
+# What demo/purchases.py plants (AFFINITY), as the chain-wide top category per age group.
+PLANTED_TOP = {"0-17": {"energy drinks", "snacks"}, "18-24": {"energy drinks"},
+               "25-34": {"baby"}, "35-44": {"toys"}, "45-54": {"pet food", "wine"},
+               "55-64": {"health", "newspapers"}, "65+": {"newspapers"}}
+IDS = {"receipt_id", "photo_id", "cashier_id", "age", "ts"}
+
+
+def _counts(rows: list[tuple]) -> pd.DataFrame:
+    """(store, age_group, level, category, product_id, receipts) -> affinity counts."""
+    frame = pd.DataFrame(rows, columns=["store_id", "age_group", "level", "category",
+                                        "product_id", "receipts"])
+    frame = frame.assign(store_name=frame["store_id"].map({1: "Northgate", 2: "Riverside"}),
+                         product_name=frame["product_id"].map(lambda p: f"p{p}"
+                                                              if pd.notna(p) else None),
+                         items=frame["receipts"] * 2, revenue=frame["receipts"] * 3.0)
+    return frame[list(AFFINITY_DTYPES)].astype({"product_id": "Int64"})
+
+
+def _shop() -> pd.DataFrame:
+    """One store: 1,000 receipts of 18-24s, 8,000 of 65+, 1,000 unknown."""
+    return _counts([
+        (1, "18-24", "group", None, None, 1000), (1, "65+", "group", None, None, 8000),
+        (1, "unknown", "group", None, None, 1000),
+        # a planted, well-supported affinity: 30% of 18-24s vs 9% of everyone
+        (1, "18-24", "category", "energy drinks", None, 300),
+        (1, "65+", "category", "energy drinks", None, 500),
+        (1, "unknown", "category", "energy drinks", None, 100),
+        # noise: 6 receipts in a month, 5 of them 18-24s: lift 8.3 from next to nothing
+        (1, "18-24", "category", "absinthe", None, 5),
+        (1, "65+", "category", "absinthe", None, 1),
+        # bought less than the base: never recommended
+        (1, "18-24", "category", "newspapers", None, 20),
+        (1, "65+", "category", "newspapers", None, 2000),
+        # a modest affinity with 15 receipts: shown only when min_cell allows it
+        (1, "18-24", "category", "pet food", None, 15),
+        (1, "65+", "category", "pet food", None, 40),
+    ])
+
+
+def test_wilson_interval_matches_the_textbook_values():
+    low, high = wilson_interval(pd.Series([3, 0, 50]), pd.Series([12, 0, 100]))
+    np.testing.assert_allclose(low, [0.0889, 0.0, 0.4038], atol=1e-4)
+    np.testing.assert_allclose(high, [0.5323, 1.0, 0.5962], atol=1e-4)
+
+
+def test_lift_and_its_lower_bound():
+    recs = recommendations(_shop(), min_cell=5, min_support=5, **WINDOW)
+    young = recs[(recs["scope"] == "store") & (recs["age_group"] == "18-24")].set_index(
+        "category")
+    energy = young.loc["energy drinks"]
+    assert energy["share"] == pytest.approx(0.3)
+    assert energy["base_share"] == pytest.approx(900 / 10000)
+    assert energy["lift"] == pytest.approx(0.3 / 0.09)
+    assert energy["group_receipts"] == 1000
+    # The noise has the biggest raw lift, but its lower bound puts it below energy drinks.
+    assert young.loc["absinthe", "lift"] > 2 * energy["lift"]
+    assert young.index[0] == "energy drinks" and young.loc["absinthe", "rank"] > 1
+    assert "newspapers" not in young.index  # bought less than by all shoppers
+    assert set(recs["age_group"]) <= {"18-24", "65+"}  # never "unknown"
+    assert recs["window_days"].eq(28).all() and recs["window_end"].eq(WINDOW["window_end"]).all()
+
+
+def test_minimum_support_and_suppression():
+    default = recommendations(_shop(), min_cell=10, **WINDOW)
+    assert "absinthe" not in set(default["category"])  # 5 receipts < min_support 20
+    assert "pet food" not in set(default["category"])  # 15 < 20
+    assert default["receipts"].min() >= 20
+    lenient = recommendations(_shop(), min_cell=10, min_support=1, **WINDOW)
+    assert "pet food" in set(lenient["category"]) and "absinthe" not in set(lenient["category"])
+    assert lenient["receipts"].min() >= 10  # min_cell still applies
+    with pytest.raises(ValueError):
+        recommendations(_shop(), min_cell=0, **WINDOW)
+
+
+def test_chain_rows_add_up_the_stores():
+    two = pd.concat([_shop(), _shop().assign(store_id=2, store_name="Riverside")])
+    recs = recommendations(two, min_cell=10, **WINDOW)
+    chain = recs[recs["scope"] == "chain"]
+    assert chain["store_id"].isna().all() and chain["store_name"].isna().all()
+    energy = chain[(chain["age_group"] == "18-24") & (chain["category"] == "energy drinks")]
+    assert energy["receipts"].tolist() == [600] and energy["group_receipts"].tolist() == [2000]
+    stores = recs[recs["scope"] == "store"]
+    assert sorted(stores["store_id"].unique().tolist()) == [1, 2]
+
+
+def test_affinity_counts_and_window_sums():
+    cells = pd.DataFrame({
+        "store_id": [1, 1, 1], "store_name": ["N"] * 3, "age_group": ["18-24"] * 3,
+        "category": ["beer", "beer", "snacks"], "product_id": [1, 2, 3],
+        "product_name": ["Lager", "IPA", "Crisps"],
+        "receipts": [4, 3, 5], "category_receipts": [4, 1, 5], "group_receipts": [6, 0, 1],
+        "items": [5, 3, 9], "revenue": [10.0, 6.0, 9.0]})
+    daily = affinity_counts(cells)
+    group = daily[daily["level"] == "group"]
+    assert group["receipts"].tolist() == [7] and group["revenue"].tolist() == [25.0]
+    beer = daily[(daily["level"] == "category") & (daily["category"] == "beer")]
+    assert beer["receipts"].tolist() == [5]  # category_receipts, not 4 + 3
+    assert (daily[daily["level"] == "product"]["receipts"] == [4, 3, 5]).all()
+
+    days = [daily.assign(receipts=daily["receipts"] * (i + 1)) for i in range(5)]
+    total = window_counts(days, batch=2)
+    assert total.set_index(["level", "category"]).loc[("category", "beer"), "receipts"] == 75
+    pd.testing.assert_frame_equal(total.sort_values(["level", "category", "product_id"])
+                                  .reset_index(drop=True),
+                                  window_counts(days, batch=10).sort_values(
+                                      ["level", "category", "product_id"]).reset_index(
+                                      drop=True))
+    assert window_counts([]).empty
+
+
+def test_month_recovers_the_planted_affinities(month):
+    recs = read_partition(month.options.output_root, RECOMMENDATIONS, LAST_DAY)
+    assert recs["window_days"].eq(28).all()
+    assert recs["window_start"].eq(FIRST_DAY).all()
+    chain = recs[recs["scope"] == "chain"]
+    top = chain[(chain["level"] == "category") & (chain["rank"] == 1)].set_index("age_group")
+    for group, planted in PLANTED_TOP.items():
+        assert top.loc[group, "category"] in planted, (group, top.loc[group, "category"])
+    products = chain[(chain["level"] == "product") & (chain["rank"] == 1)].set_index(
+        "age_group")
+    assert products.loc["18-24", "category"] == "energy drinks"
+    assert products.loc["65+", "category"] == "newspapers"
+    assert products.loc["25-34", "category"] == "baby"
+    # Every store's own list finds the same strongest signals.
+    stores = recs[(recs["scope"] == "store") & (recs["level"] == "category")
+                  & (recs["rank"] == 1)]
+    assert set(stores.loc[stores["age_group"] == "65+", "category"]) == {"newspapers"}
+    assert set(stores.loc[stores["age_group"] == "25-34", "category"]) == {"baby"}
+
+
+def test_month_noise_never_tops_a_list(month):
+    recs = read_partition(month.options.output_root, RECOMMENDATIONS, LAST_DAY)
+    assert NOISE_NAME not in set(recs["product_name"].dropna())  # 6 receipts < min support
+    # Even with the support rule relaxed, the conservative bound keeps it off the top,
+    # although no product has a bigger raw lift.
+    days = [frame for _, frame in iter_partitions(month.options.restricted_root, AFFINITY,
+                                                  FIRST_DAY, LAST_DAY)]
+    lenient = recommendations(window_counts(days), min_cell=1, min_support=1,
+                              **{**WINDOW, "window_end": LAST_DAY})
+    young = lenient[(lenient["scope"] == "chain") & (lenient["level"] == "product")
+                    & (lenient["age_group"] == "18-24")].set_index("product_name")
+    assert young["lift"].idxmax() == NOISE_NAME
+    assert young.loc[NOISE_NAME, "receipts"] == 5
+    assert young.loc[NOISE_NAME, "rank"] > 3
+    assert young.index[0].startswith("Energy drink")
+
+
+def test_month_small_cells_are_suppressed_and_marketing_has_no_ids(month):
+    marketing = month.options.output_root
+    assert {p.name for p in marketing.iterdir() if not p.name.startswith("_")} == {
+        SALES, RECOMMENDATIONS}
+    sales = read_partition(marketing, SALES, LAST_DAY)
+    recs = read_partition(marketing, RECOMMENDATIONS, LAST_DAY)
+    for table in (sales, recs):
+        assert not IDS & set(table.columns)
+    assert recs["receipts"].min() >= MIN_CELL and recs["group_receipts"].min() >= MIN_CELL
+
+    # Independent count of the last day's cells from the database and the planted estimates.
+    engine = make_engine(month.db_url)
+    lines = purchase_lines_for_day(engine, LAST_DAY)
+    engine.dispose()
+    estimates = month.estimates[month.estimates["day"] == LAST_DAY]
+    joined = lines.merge(estimates[["receipt_id", "age_group"]], on="receipt_id", how="left")
+    joined["age_group"] = joined["age_group"].astype(object).fillna("unknown")
+    expected = joined.groupby(["store_id", "age_group", "category"])["receipt_id"].nunique()
+    got = sales.set_index(["store_id", "age_group", "category"]).sort_index()
+    expected = expected.reindex(got.index)
+    assert expected.notna().all() and len(expected) == len(got)
+    assert (got["suppressed"] == (expected < MIN_CELL)).all()
+    assert got["suppressed"].any() and (~got["suppressed"]).any()
+    assert got.loc[got["suppressed"], ["receipts", "items", "revenue"]].isna().all().all()
+    shown = ~got["suppressed"]
+    assert (got.loc[shown, "receipts"] == expected[shown]).all()
