@@ -68,6 +68,18 @@ def db_url(request) -> str:
     return request.getfixturevalue("pg_url")
 
 
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    """An engine on a fresh database (both backends) with the schema created."""
+    from sql.engine import make_engine
+    from sql.queries import create_schema
+
+    eng = make_engine(db_url)
+    create_schema(eng)
+    yield eng
+    eng.dispose()
+
+
 SIZE = 32
 
 

@@ -21,14 +21,6 @@ DAY = dt.date(2024, 5, 17)
 BINS = AgeBins.parse("0-17,18-24,25-34,35-44,45-54,55-64,65+")
 
 
-@pytest.fixture
-def engine(db_url):
-    eng = make_engine(db_url)
-    create_schema(eng)
-    yield eng
-    eng.dispose()
-
-
 def _ages(n: int, seed: int = 0) -> list[float]:
     return np.random.default_rng(seed).uniform(14, 88, n).round(1).tolist()
 

@@ -36,14 +36,6 @@ DAY = dt.date(2024, 5, 17)
 HOSTILE = "O'Brien\"; DROP TABLE stores;--"
 
 
-@pytest.fixture
-def engine(db_url):
-    eng = make_engine(db_url)
-    create_schema(eng)
-    yield eng
-    eng.dispose()
-
-
 def _shop(engine, store_name: str = "Northgate", product_name: str = "Lager 6-pack") -> None:
     insert_frame(engine, "stores", pd.DataFrame({"store_id": [1], "name": [store_name]}))
     insert_frame(engine, "cashiers", pd.DataFrame(
