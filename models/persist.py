@@ -96,6 +96,7 @@ def save_model(age_model: Any, path: Path, card: dict[str, Any]) -> Path:
                 zf.writestr("weights.npz", weights.getvalue())
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model file is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
