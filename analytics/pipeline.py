@@ -66,7 +66,6 @@ class RunSummary:
     counts: dict[str, int] = field(default_factory=dict)
     outputs: dict[str, Path] = field(default_factory=dict)
     quarantine: pd.DataFrame = field(default_factory=pd.DataFrame)
-    age_mix: pd.DataFrame = field(default_factory=pd.DataFrame)
     seconds: float = 0.0
 
 
@@ -107,8 +106,6 @@ def run_nightly(
 
         summary.counts = {**_counts(photos, scores), **tables.counts, **purged}
         summary.quarantine = quarantine
-        summary.age_mix = estimates.groupby("age_group", observed=False).size().rename(
-            "receipts").reset_index()
         summary.seconds = round(time.monotonic() - started, 2)
         write_marker(config.output_root, day, {**meta, **summary.counts,
                                                "seconds": summary.seconds})
