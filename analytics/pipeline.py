@@ -38,6 +38,15 @@ MARKETING_TABLE = SALES
 RESTRICTED_TABLE = ESTIMATES
 
 
+# Quarantine reasons given before a photo's bytes are read.
+UNOPENED = ("missing", "outside_root", "not_a_file", "unreadable")
+
+
+class PhotosUnavailable(RuntimeError):
+    """The day has photo rows but not one of their files exists: the photo share is most
+    likely not mounted, and writing the day would mark every shopper's age unknown."""
+
+
 @dataclass(frozen=True)
 class NightlyConfig:
     """Plain arguments for one run; the CLI builds this from its Settings."""
@@ -86,6 +95,7 @@ def run_nightly(
     try:
         photos = with_retries(lambda: queries.photos_for_day(engine, day))
         scores = estimate_ages(photos, model, detector, config, on_batch)
+        check_photos_found(scores, day, config.photo_root)
         estimates = receipt_estimates(photos, scores, config.bins)
         tables = build_day_tables(engine, day, estimates, model.card, config.day_options())
 
@@ -134,6 +144,21 @@ def estimate_ages(
                              "status": pd.Series(dtype=str), "reason": pd.Series(dtype=str),
                              "detail": pd.Series(dtype=str)})
     return pd.concat(frames, ignore_index=True)
+
+
+def check_photos_found(scores: pd.DataFrame, day: dt.date, photo_root: Path) -> None:
+    """Refuse a day on which no photo file could even be opened, before anything is written.
+
+    One missing file is a bad photo and goes to quarantine; every file missing is an outage
+    (a share mounted empty, a wrong --photo-root) and must not replace a good day's tables.
+    """
+    if scores.empty:
+        return
+    unopened = (scores["status"] == "quarantined") & scores["reason"].isin(UNOPENED)
+    if unopened.all() and (scores["reason"] == "missing").any():
+        raise PhotosUnavailable(
+            f"none of the {len(scores)} photos of {day} could be opened under {photo_root} "
+            "(is the photo share mounted?); the day's outputs were left as they were")
 
 
 def receipt_estimates(photos: pd.DataFrame, scores: pd.DataFrame, bins: AgeBins) -> pd.DataFrame:

@@ -13,6 +13,7 @@ from jobs.settings import (
     DEFAULT_COMPLIANCE_RETENTION_DAYS,
     DEFAULT_DB_URL,
     DEFAULT_MIN_CELL,
+    DEFAULT_MIN_FACE_SIZE,
     DEFAULT_WINDOW_DAYS,
     Settings,
 )
@@ -53,6 +54,9 @@ pass_settings = click.make_pass_decorator(Settings)
               help="The nightly run deletes compliance partitions older than this.")
 @click.option("--photos-are-faces", is_flag=True,
               help="Photos are already face crops: skip face detection.")
+@click.option("--min-face-size", type=click.IntRange(min=12), default=DEFAULT_MIN_FACE_SIZE,
+              show_default=True, help="Smallest face (pixels, in the photo) to look for; "
+              "raise it when the shopper's face is always large: detection gets faster.")
 @click.option("-v", "--verbose", count=True, help="More log output (repeatable).")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, **options: object) -> None:

@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from jobs.settings import Settings
 
 log = logging.getLogger("ageseg")
 
+EXIT_NO_PHOTOS = 66  # EX_NOINPUT
 EXIT_DB_UNAVAILABLE = 69  # EX_UNAVAILABLE
 EXIT_CANT_WRITE = 73  # EX_CANTCREAT
 EXIT_TERMINATED = 128 + signal.SIGTERM  # what a shell reports for a process killed by SIGTERM
@@ -49,6 +51,7 @@ def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: 
     import sqlalchemy as sa
 
     from analytics.parquet import OutputError
+    from analytics.pipeline import PhotosUnavailable
     from sql.engine import (
         DatabaseUnavailable,
         DatabaseUrlError,
@@ -84,6 +87,8 @@ def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: 
                         EXIT_DB_UNAVAILABLE) from exc
     except OutputError as exc:
         raise JobFailed(str(exc), EXIT_CANT_WRITE) from exc
+    except PhotosUnavailable as exc:
+        raise JobFailed(str(exc), EXIT_NO_PHOTOS) from exc
     except sa.exc.SQLAlchemyError as exc:  # not transient: missing table, no permission, ...
         log.debug("database error", exc_info=True)
         raise JobFailed(f"database error ({redact_url(settings.db_url)}): "
@@ -149,8 +154,13 @@ def _load_scoring(settings: Settings):
     if not (model.card.get("metrics") or {}).get("val_mae"):
         raise JobFailed(f"model {model.version} has no validation figures: refusing to "
                         "present an untrained model's output as ages")
-    detector = WholeImageDetector() if settings.photos_are_faces else MtcnnDetector()
-    log.info("model %s (validation MAE %s years)", model.version, model.card["metrics"]["val_mae"])
+    detector = (WholeImageDetector() if settings.photos_are_faces
+                else MtcnnDetector(min_face_size=settings.min_face_size))
+    started = time.monotonic()
+    model.warm_up(settings.batch_size)
+    detector.warm_up()
+    log.info("model %s (validation MAE %s years) ready in %.1fs", model.version,
+             model.card["metrics"]["val_mae"], time.monotonic() - started)
     return model, detector
 
 

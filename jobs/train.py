@@ -24,6 +24,9 @@ DEFAULT_CHECKPOINTS = Path.home() / ".cache" / "ageseg" / "checkpoints"
 @click.option("--resume", is_flag=True, help="Continue the run saved in --checkpoint-dir.")
 @click.option("--backbone-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Local ImageNet ResNet50 weights (no top) to start from.")
+@click.option("--init-from", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Start from this .ageseg model's weights (e.g. the shipped "
+              "one) with a fresh schedule: continue training where checkpoints are gone.")
 @click.option("--head", type=click.Choice(["dex", "regression"]), default="dex",
               show_default=True, help="dex: expected age over a softmax; regression: the "
               "study's Dense(1) with MSE.")
@@ -32,6 +35,8 @@ DEFAULT_CHECKPOINTS = Path.home() / ".cache" / "ageseg" / "checkpoints"
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
               help="Batches per epoch (default: one pass over the training split).")
+@click.option("--patience", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Stop after this many epochs without a better validation MAE.")
 @click.option("--lr", "learning_rate", type=float, default=1e-3, show_default=True)
 @click.option("--seed", type=int, default=1337, show_default=True,
               help="Fixes the train/validation/test split and the shuffling.")
@@ -41,9 +46,9 @@ DEFAULT_CHECKPOINTS = Path.home() / ".cache" / "ageseg" / "checkpoints"
 @click.option("--on-bad-rows", type=click.Choice(["skip", "stop"]), default="skip",
               show_default=True, help="Bad label rows: leave them out (listed) or stop.")
 def command(labels: Path, images: Path, out: Path, checkpoint_dir: Path | None, resume: bool,
-            backbone_weights: Path | None, head: str, image_size: int, batch_size: int,
-            epochs: int, steps_per_epoch: int | None, learning_rate: float, seed: int,
-            max_minutes: float | None, on_bad_rows: str) -> None:
+            backbone_weights: Path | None, init_from: Path | None, head: str, image_size: int,
+            batch_size: int, epochs: int, steps_per_epoch: int | None, patience: int,
+            learning_rate: float, seed: int, max_minutes: float | None, on_bad_rows: str) -> None:
     """Train the age model; an interrupted run continues with --resume.
 
     Example: ageseg train --labels faces/labels.csv --images faces/final_files --out model.ageseg
@@ -59,7 +64,8 @@ def command(labels: Path, images: Path, out: Path, checkpoint_dir: Path | None, 
         click.echo(f"left out {len(loaded.problems)} bad label row(s):", err=True)
         click.echo(loaded.describe_problems(), err=True)
     config = TrainConfig(image_size=image_size, head=head, batch_size=batch_size, epochs=epochs,
-                         steps_per_epoch=steps_per_epoch, learning_rate=learning_rate, seed=seed)
+                         steps_per_epoch=steps_per_epoch, learning_rate=learning_rate, seed=seed,
+                         patience=patience)
     checkpoint_dir = checkpoint_dir or DEFAULT_CHECKPOINTS / out.stem
     card_extra = {
         "data": {"labels": str(labels), "images": str(images), "rows": len(loaded.frame),
@@ -72,7 +78,7 @@ def command(labels: Path, images: Path, out: Path, checkpoint_dir: Path | None, 
         )
     try:
         result = train(loaded.frame, out, checkpoint_dir, config,
-                       backbone_weights=backbone_weights, resume=resume,
+                       backbone_weights=backbone_weights, init_from=init_from, resume=resume,
                        max_minutes=max_minutes, card_extra=card_extra,
                        log=lambda m: click.echo(m, err=True))
     except (TrainingError, FileNotFoundError, ValueError) as exc:

@@ -275,14 +275,40 @@ class FaceBox:
 
 @runtime_checkable
 class FaceDetector(Protocol):
+    """What the scoring step needs from a detector."""
+
+    margin: float  # crops widen the box by this fraction of its longer side, each side
+
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         """Faces in an HxWx3 uint8 RGB image, in that image's pixel coordinates."""
+        ...
+
+    def detect_many(self, images: Sequence[np.ndarray]) -> list[list[FaceBox]]:
+        """`detect` for each image; batched where the detector gains from it."""
+        ...
+
+    def decode_side(self, image_size: int) -> int:
+        """Longest side photos are decoded at: what the detector needs, no more."""
+        ...
+
+    def warm_up(self) -> None:
+        """Load weights and trace graphs before the first photo."""
         ...
 
 
 class WholeImageDetector:
     """For photos that are already face crops (training sets, rescoring crops): one face,
-    the whole image. No TensorFlow needed."""
+    the whole image. No TensorFlow needed.
+
+    The crop is used as it is (no margin), the way training and `evaluate` read face files,
+    and decoded straight at the model's size (JPEG's reduced-scale decoding) because nothing
+    finer is needed.
+    """
+
+    margin = 0.0
+
+    def decode_side(self, image_size: int) -> int:
+        return image_size
 
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         height, width = _check_image(image)
@@ -290,6 +316,9 @@ class WholeImageDetector:
 
     def detect_many(self, images: Sequence[np.ndarray]) -> list[list[FaceBox]]:
         return [self.detect(image) for image in images]
+
+    def warm_up(self) -> None:
+        """Nothing to load."""
 
 
 # mtcnn 1.0 sizes its image pyramid as if min_face_size were 20: with larger values the
@@ -305,7 +334,13 @@ class MtcnnDetector:
     Runs on a copy shrunk so that the longest side is at most `max_side` and a face of
     `min_face_size` pixels (in the original photo) becomes the 20 px MTCNN looks for;
     boxes are mapped back to the original photo. Boxes under `min_confidence` are dropped.
+    Crops add `margin` around MTCNN's tight box, for hairline and chin.
     """
+
+    margin = 0.2
+
+    def decode_side(self, image_size: int) -> int:
+        return MAX_SIDE
 
     def __init__(
         self, max_side: int = 640, min_face_size: int = 40, min_confidence: float = 0.9
@@ -328,7 +363,16 @@ class MtcnnDetector:
         found = self._model().detect_faces(small, min_face_size=_MTCNN_FACE_PX)
         return self._boxes(found, scale, image.shape)
 
-    def detect_many(self, images: Sequence[np.ndarray], batch_size: int = 8) -> list[list[FaceBox]]:
+    def warm_up(self) -> None:
+        """Load MTCNN and trace its networks now (~3 s), so the first batch of photos is not
+        charged for it and a broken install fails before any photo is read."""
+        rng = np.random.default_rng(0)
+        noise = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+        self.detect_many([noise])
+
+    def detect_many(
+        self, images: Sequence[np.ndarray], batch_size: int = 16
+    ) -> list[list[FaceBox]]:
         """Like `detect` for each image, batching images that shrink to the same shape
         (mtcnn pads a batch to its largest image, so mixed shapes would waste work)."""
         results: list[list[FaceBox]] = [[] for _ in images]
@@ -428,16 +472,3 @@ def crop_face(image: np.ndarray, box: FaceBox, size: int, margin: float = 0.2) -
         patch = np.pad(patch, pad, mode="edge")
     square = Image.fromarray(np.ascontiguousarray(patch))
     return np.asarray(square.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
-
-
-def faces_from_photo(
-    data: bytes, detector: FaceDetector, size: int
-) -> tuple[np.ndarray | None, int]:
-    """The largest face as a size x size crop (None when there is none) and how many faces
-    the detector saw. Raises `PhotoError` for photos that cannot be decoded."""
-    image = decode_photo(data)
-    boxes = detector.detect(image)
-    best = largest_face(boxes)
-    if best is None:
-        return None, 0
-    return crop_face(image, best, size), len(boxes)

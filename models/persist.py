@@ -49,6 +49,12 @@ class AgeModel:
     def image_size(self) -> int:
         return int(self.keras_model.input_shape[1])
 
+    def warm_up(self, batch_size: int = 32) -> None:
+        """Trace the prediction graph for ``batch_size`` now (1-3 s on a CPU), at load time,
+        as a server would, instead of inside the first batch of photos."""
+        size = self.image_size
+        self.predict_faces(np.zeros((1, size, size, 3), np.uint8), batch_size=batch_size)
+
     def predict_faces(self, faces: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Ages in years for face crops (N, S, S, 3) with values 0-255.
 

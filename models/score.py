@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from models.faces import (
+    FaceDetector,
     PhotoError,
     crop_face,
     decode_photo,
@@ -43,7 +44,7 @@ class PreparedPhoto:
 
 
 def prepare_batch(
-    photos: list[tuple[int, bytes | PhotoError]], detector, image_size: int
+    photos: list[tuple[int, bytes | PhotoError]], detector: FaceDetector, image_size: int
 ) -> list[PreparedPhoto]:
     """Decode a batch, find faces in one detector call, crop each photo's largest face.
 
@@ -52,11 +53,12 @@ def prepare_batch(
     """
     out: list[PreparedPhoto] = []
     images: list[tuple[int, np.ndarray]] = []
+    side = detector.decode_side(image_size)
     for pid, data in photos:
         try:
             if isinstance(data, PhotoError):
                 raise data
-            images.append((len(out), decode_photo(data)))
+            images.append((len(out), decode_photo(data, max_side=side)))
             out.append(PreparedPhoto(pid, None, 0, "no_face"))
         except PhotoError as exc:
             out.append(PreparedPhoto(pid, None, 0, "quarantined", exc.reason, exc.detail))
@@ -65,9 +67,20 @@ def prepare_batch(
         best = largest_face(boxes)
         out[i].face_count = len(boxes)
         if best is not None:
-            out[i].face = crop_face(image, best, image_size)
+            out[i].face = crop_face(image, best, image_size, margin=detector.margin)
             out[i].status = "ok"
     return out
+
+
+def faces_from_photo(
+    data: bytes, detector: FaceDetector, size: int
+) -> tuple[np.ndarray | None, int]:
+    """One photo through `prepare_batch`: the largest face as a size x size crop (None when
+    there is none) and the face count. Raises `PhotoError` for a photo that cannot be read."""
+    [prepared] = prepare_batch([(0, data)], detector, size)
+    if prepared.status == "quarantined":
+        raise PhotoError(prepared.reason, prepared.detail)
+    return prepared.face, prepared.face_count
 
 
 def score_batch(

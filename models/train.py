@@ -109,6 +109,7 @@ def train(
     config: TrainConfig = TrainConfig(),
     *,
     backbone_weights: Path | None = None,
+    init_from: Path | None = None,
     resume: bool = False,
     max_minutes: float | None = None,
     card_extra: dict[str, Any] | None = None,
@@ -125,7 +126,10 @@ def train(
     checkpoint_dir = Path(checkpoint_dir)
     config_file = checkpoint_dir / "config.json"
     backup_dir = checkpoint_dir / "backup"
-    wanted = {**asdict(config), "backbone_weights": str(backbone_weights or "")}
+    if backbone_weights and init_from:
+        raise TrainingError("give --backbone-weights or --init-from, not both")
+    wanted = {**asdict(config), "backbone_weights": str(backbone_weights or ""),
+              "init_from": str(init_from or "")}
     if backup_dir.exists() and not resume:
         raise TrainingError(
             f"{checkpoint_dir} already holds a run; pass --resume to continue it "
@@ -169,6 +173,7 @@ def train(
     train_model, age_model = build_model(
         config.image_size, head=config.head, backbone_weights=backbone_weights
     )
+    parent = warm_start(age_model, init_from, config) if init_from else None
     total_steps = steps * config.epochs
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=config.learning_rate * 0.05,
@@ -227,8 +232,11 @@ def train(
         "recipe": {**asdict(config), "optimizer": "AdamW + cosine decay with warmup",
                    "augmentation": "flip, scale/translate crop, brightness, contrast, "
                                    "saturation, 10% grayscale",
-                   "backbone_init": str(backbone_weights) if backbone_weights else "random"},
+                   "backbone_init": str(backbone_weights) if backbone_weights else "random",
+                   "init_from": parent},
         "training": {"epochs_run": int(len(history)), "wall_seconds_last_session": round(wall),
+                     "samples_seen": int(len(history)) * steps * config.batch_size
+                     + int((parent or {}).get("samples_seen") or 0),
                      "train_faces": len(train_df), "val_faces": len(val_df),
                      "test_faces": len(test_df), "mixed_precision": mixed,
                      "device": "GPU" if mixed else "CPU"},
@@ -238,6 +246,38 @@ def train(
     save_model(age_model, out_path, card)
     _plot_curves(history, checkpoint_dir / "learning_curves.png")
     return TrainResult(Path(out_path), history, metrics)
+
+
+def warm_start(age_model, init_from: Path, config: TrainConfig) -> dict[str, Any]:
+    """Copy a saved model's weights into ``age_model`` to continue training it.
+
+    Checkpoints live outside git and may be gone; the committed model is not. Starting from
+    it (with a fresh optimizer and schedule) is how training continues across machines.
+    Returns the parent's identity for the new card.
+    """
+    from models.persist import load_model
+
+    parent = load_model(init_from)
+    parent_head = "dex" if parent.keras_model.output_shape[-1] == 1 and any(
+        layer.name == "age_probs" for layer in parent.keras_model.layers) else "regression"
+    if parent.image_size != config.image_size or parent_head != config.head:
+        raise TrainingError(
+            f"cannot start from {init_from}: it is a {parent_head} model at "
+            f"{parent.image_size} px, this run asks for {config.head} at {config.image_size} px"
+        )
+    age_model.set_weights(parent.keras_model.get_weights())
+    return {"path": str(init_from), "version": parent.version,
+            "samples_seen": samples_seen(parent.card)}
+
+
+def samples_seen(card: dict[str, Any]) -> int | None:
+    """Faces a model has trained on, over all the runs it descends from."""
+    training, recipe = card.get("training", {}), card.get("recipe", {})
+    if training.get("samples_seen") is not None:
+        return int(training["samples_seen"])
+    if recipe.get("steps_per_epoch") and recipe.get("batch_size") and training.get("epochs_run"):
+        return int(training["epochs_run"] * recipe["steps_per_epoch"] * recipe["batch_size"])
+    return None
 
 
 def _final_metrics(age_model, val_df, test_df, config: TrainConfig) -> dict[str, Any]:

@@ -28,11 +28,11 @@ from models.faces import (
     WholeImageDetector,
     crop_face,
     decode_photo,
-    faces_from_photo,
     largest_face,
     read_photo,
     resolve_photo_path,
 )
+from models.score import faces_from_photo
 from tests import photos
 
 REPO = Path(__file__).resolve().parents[1]
@@ -351,6 +351,11 @@ def test_whole_image_detector_and_faces_from_photo():
     data = _encode(Image.fromarray(photos.scene_image()), "PNG")
     face, count = faces_from_photo(data, detector, size=48)
     assert count == 1 and face is not None and face.shape == (48, 48, 3)
+    # A face crop is used whole, as training reads face files: no margin, no edge padding.
+    square = np.zeros((96, 96, 3), np.uint8)
+    square[:, :48] = (255, 0, 0)
+    face, _ = faces_from_photo(_encode(Image.fromarray(square), "PNG"), detector, size=48)
+    assert face[:, :20, 0].min() > 200 and face[:, 28:, 0].max() < 50
     with pytest.raises(PhotoError):
         faces_from_photo(b"", detector, size=48)
 

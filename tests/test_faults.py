@@ -377,6 +377,48 @@ def test_disk_full_while_writing_exits_73_and_keeps_previous_outputs(tmp_path, s
     assert _runs(sqlite_url)["status"].tolist() == ["failed"]
 
 
+def test_share_mounted_but_empty_exits_66_and_keeps_previous_outputs(tmp_path, sqlite_url,
+                                                                   tiny_model_path):
+    """The photo folder exists (a mount point) but holds none of the day's files: an outage,
+    not 24 bad photos. Writing the day would turn every shopper's age into `unknown`."""
+    fill_shop(sqlite_url, tmp_path / "photos", n_receipts=N_RECEIPTS)
+    empty = tmp_path / "mountpoint"
+    empty.mkdir()
+    before = _previous_outputs(tmp_path)
+    cmd = _cmd(tmp_path, tiny_model_path)
+    cmd[cmd.index("--photo-root") + 1] = str(empty)
+    proc = subprocess.run(cmd, env=_env(sqlite_url), capture_output=True, text=True,
+                          timeout=300)
+
+    assert proc.returncode == 66, proc.stderr[-3000:]
+    assert "photo share mounted" in _error_line(proc.stderr)
+    assert _snapshot(tmp_path) == before
+    assert _runs(sqlite_url)["status"].tolist() == ["failed"]
+
+    # Mounted again: the same day runs and replaces the old outputs.
+    proc = _run(tmp_path, sqlite_url, tiny_model_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _snapshot(tmp_path) != before
+
+
+@pytest.mark.parametrize(("reasons", "refused"), [
+    (["missing", "missing", "outside_root"], True),
+    (["missing", "missing", ""], False),  # one photo read: bad photos, not an outage
+    (["missing", "truncated"], False),  # a file was opened
+    (["outside_root", "not_a_file"], False),  # nothing missing: the share is there
+])
+def test_check_photos_found_refuses_only_a_day_with_no_file_opened(reasons, refused):
+    from analytics.pipeline import PhotosUnavailable, check_photos_found
+
+    scores = pd.DataFrame({"status": ["quarantined" if r else "ok" for r in reasons],
+                           "reason": reasons})
+    if refused:
+        with pytest.raises(PhotosUnavailable, match="3 photos"):
+            check_photos_found(scores, DAY, Path("/mnt/photos"))
+    else:
+        check_photos_found(scores, DAY, Path("/mnt/photos"))
+
+
 def test_write_partitions_is_all_or_nothing_when_the_second_table_hits_a_full_disk(tmp_path):
     """The staging API the pipeline writes with: no new restricted table beside an old
     marketing one when the marketing disk is full, and the old marker stays. No job process
