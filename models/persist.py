@@ -116,18 +116,29 @@ def read_card(path: Path) -> dict[str, Any]:
         return json.loads(zf.read("card.json"))
 
 
-def load_model(path: Path | None = None) -> AgeModel:
-    """Load a `.ageseg` file (default: the model shipped with the package)."""
+def load_model(path: Path | None = None, *, mixed_precision: bool | None = None) -> AgeModel:
+    """Load a `.ageseg` file (default: the model shipped with the package).
+
+    ``mixed_precision`` (default: when a GPU is present) runs the backbone in float16 with
+    float32 weights, as Keras' mixed_float16 policy does; the age head stays float32.
+    """
     import keras
 
     from models import build  # noqa: F401  (registers the custom layers)
 
     path = Path(path) if path is not None else DEFAULT_MODEL_PATH
+    if mixed_precision is None:
+        import tensorflow as tf
+
+        mixed_precision = bool(tf.config.list_physical_devices("GPU"))
     with _open_zip(path) as zf:
         card = json.loads(zf.read("card.json"))
         if card.get("format") != FORMAT:
             raise ModelFileError(f"{path}: unknown model format {card.get('format')!r}")
-        model = keras.models.model_from_json(zf.read("architecture.json").decode())
+        architecture = json.loads(zf.read("architecture.json"))
+        if mixed_precision:
+            _mixed_backbone(architecture)
+        model = keras.models.model_from_json(json.dumps(architecture))
         with np.load(io.BytesIO(zf.read("weights.npz"))) as npz:
             weights = [npz[k] for k in sorted(npz.files)]
     expected = model.get_weights()
@@ -135,6 +146,29 @@ def load_model(path: Path | None = None) -> AgeModel:
         raise ModelFileError(f"{path}: weights do not match the architecture")
     model.set_weights([w.astype(e.dtype) for w, e in zip(weights, expected)])
     return AgeModel(model, card)
+
+
+def _mixed_backbone(architecture: dict[str, Any]) -> None:
+    """Switch the preprocessing layer and every backbone layer to mixed_float16, in place.
+
+    The policy is part of each saved layer's config, so setting the global policy before
+    loading would change nothing; the head keeps its explicit float32 for a stable softmax.
+    """
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            dtype = node.get("dtype")
+            if isinstance(dtype, dict) and dtype.get("class_name") == "DTypePolicy":
+                dtype["config"]["name"] = "mixed_float16"
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for layer in architecture["config"]["layers"]:
+        if layer["class_name"] == "Functional" or layer["config"].get("name") == "preprocess":
+            walk(layer)
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:

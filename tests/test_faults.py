@@ -643,11 +643,14 @@ def test_every_bad_photo_is_quarantined_and_every_good_one_in_its_batch_scored(
     expected["vanishes.jpg"] = "missing"
     photos.scene_jpeg(root / "vanishes.jpg", seed=5)
     expected["crashes_decoder.jpg"] = "unsupported"
-    photos._save(Image.new("RGB", (321, 241), (1, 2, 3)), root / "crashes_decoder.jpg", "JPEG")
+    exif = Image.Exif()
+    exif[0x010E] = "triggers-the-bug"  # ImageDescription
+    photos._save(Image.new("RGB", (321, 241), (1, 2, 3)), root / "crashes_decoder.jpg", "JPEG",
+                 exif=exif)
     real_transpose = faces.ImageOps.exif_transpose
 
     def buggy_transpose(img, **kwargs):  # a PIL bug that one photo's EXIF triggers
-        if img.size == (321, 241):
+        if img.getexif().get(0x010E) == "triggers-the-bug":
             raise KeyError(274)
         return real_transpose(img, **kwargs)
 

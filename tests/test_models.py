@@ -77,6 +77,25 @@ def test_save_load_round_trip_keeps_predictions_and_card(tiny_models, tmp_path):
     np.testing.assert_allclose(after, before, atol=0.05)
 
 
+def test_mixed_precision_load_runs_the_backbone_in_float16_and_the_head_in_float32(
+        tiny_models, tmp_path):
+    """What a GPU node gets by default; forced here on the CPU to check the rewiring."""
+    from models.persist import load_model, save_model
+
+    _, age_model = tiny_models
+    path = save_model(age_model, tmp_path / "m.ageseg", {"version": "t1"})
+    plain, mixed = load_model(path, mixed_precision=False), load_model(path, mixed_precision=True)
+    backbone = mixed.keras_model.get_layer("resnet50")
+    assert {layer.compute_dtype for layer in backbone.layers[1:]} == {"float16"}
+    assert {w.dtype for w in backbone.weights} == {"float32"}  # weights stay float32
+    assert mixed.keras_model.get_layer("age_logits").compute_dtype == "float32"
+    faces = np.random.default_rng(2).integers(0, 255, (4, SIZE, SIZE, 3), dtype=np.uint8)
+    ages_plain = plain.predict_faces(faces, batch_size=4)
+    ages_mixed = mixed.predict_faces(faces, batch_size=4)
+    assert ages_mixed.dtype == np.float32
+    np.testing.assert_allclose(ages_mixed, ages_plain, atol=1.0)
+
+
 def test_load_refuses_missing_and_foreign_files(tmp_path):
     from models.persist import ModelFileError, ModelNotFound, load_model
 
