@@ -1,8 +1,9 @@
-"""Aggregate tables safe to hand to marketing, and the age mix the job prints at the end.
+"""Aggregate tables safe to hand to marketing, and the glance the job prints at the end.
 
 Marketing only ever sees cells of at least `min_cell` receipts: smaller cells could point at
 individual shoppers. Small cells stay in the table, marked suppressed with their numbers
-nulled, so readers see that something is hidden instead of wrongly summing what is shown.
+nulled, so readers see that something is hidden instead of wrongly summing what is shown;
+where one hidden cell could be recovered from its store's total, a second is hidden too.
 """
 
 from __future__ import annotations
@@ -88,28 +89,32 @@ def sales_from_cells(cells: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     cells["revenue"] = cells["revenue"].round(2)
     cells = cells.astype({c: t for c, t in SALES_DTYPES.items() if c != "suppressed"})
 
-    small = cells["receipts"] < min_cell
-    cells["suppressed"] = small.to_numpy(dtype=bool)
+    hidden = complementary_suppression(cells, cells["receipts"] < min_cell)
+    cells["suppressed"] = hidden.to_numpy(dtype=bool)
     for column in ["receipts", "items", "revenue", "share_of_store_revenue"]:
-        cells[column] = cells[column].mask(small)
+        cells[column] = cells[column].mask(hidden)
     return cells[SALES_COLUMNS].reset_index(drop=True)
+
+
+def complementary_suppression(cells: pd.DataFrame, small: pd.Series) -> pd.Series:
+    """`small` plus, in each store with exactly one small cell, its smallest other cell.
+
+    Any shown cell's revenue and share give the store's total revenue; with one hidden cell
+    that total minus the shown cells *is* the hidden cell. A second hidden cell leaves two
+    unknowns in one equation.
+    """
+    hidden = small.astype(bool).copy()
+    per_store = hidden.groupby(cells["store_id"]).transform("sum")
+    candidates = cells.loc[(per_store == 1) & ~hidden]
+    if not candidates.empty:
+        complement = candidates.groupby("store_id")["receipts"].idxmin()
+        hidden.loc[complement.to_numpy()] = True
+    return hidden
 
 
 def _check_min_cell(min_cell: int) -> None:
     if min_cell < 1:
         raise ValueError(f"min_cell must be at least 1, got {min_cell}")
-
-
-def age_group_mix(estimates: pd.DataFrame) -> pd.DataFrame:
-    """Photos (estimates) per age group, every group listed, in age order when Categorical."""
-    require_columns(estimates, ["age_group"], "age estimates")
-    groups = estimates["age_group"]
-    counts = groups.value_counts(sort=False)
-    if not isinstance(groups.dtype, pd.CategoricalDtype):
-        counts = counts.sort_index()
-    return pd.DataFrame(
-        {"age_group": counts.index.astype(str), "photos": counts.to_numpy(dtype="int64")}
-    )
 
 
 def category_share_table(sales: pd.DataFrame, top: int = 8) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""join_purchases, sales_by_age_group (checked against DuckDB SQL) and age_group_mix."""
+"""join_purchases and sales_by_age_group (checked against DuckDB SQL)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from analytics.age_groups import AgeBins, assign_age_groups
 from analytics.purchases import DuplicateEstimatesError, MissingColumnsError, join_purchases
-from analytics.summaries import age_group_mix, sales_by_age_group
+from analytics.summaries import sales_by_age_group
 
 BINS = AgeBins.parse("0-17,18-24,25-34,35-44,45-54,55-64,65+")
 
@@ -88,8 +88,9 @@ def test_sales_by_age_group_counts_distinct_receipts_and_suppresses_small_cells(
         (3, 1, "beer", 1, 5.0),
         (4, 1, "baby", 1, 50.0),  # a lone 30-year-old buying baby things: small cell
         (5, 2, "beer", 1, 4.0),
+        (6, 1, "wine", 1, 8.0), (7, 1, "wine", 1, 9.0),  # two more: the complement
     ])
-    estimates = _estimates({1: 20.2, 2: 24.9, 3: 18.0, 4: 30.0, 5: 22.0})
+    estimates = _estimates({1: 20.2, 2: 24.9, 3: 18.0, 4: 30.0, 5: 22.0, 6: 70.0, 7: 71.0})
 
     table = sales_by_age_group(join_purchases(lines, estimates), min_cell=2)
 
@@ -100,15 +101,19 @@ def test_sales_by_age_group_counts_distinct_receipts_and_suppresses_small_cells(
     beer = table.iloc[0]
     assert (beer["store_id"], beer["age_group"], beer["category"]) == (1, "18-24", "beer")
     assert (beer["receipts"], beer["items"], beer["revenue"]) == (3, 10, 50.0)
-    assert beer["share_of_store_revenue"] == pytest.approx(50.0 / 100.0)
+    assert beer["share_of_store_revenue"] == pytest.approx(50.0 / 117.0)
     assert not beer["suppressed"]
     small = table[(table["store_id"] == 1) & (table["category"] == "baby")].iloc[0]
     assert small["suppressed"] and small["age_group"] == "25-34"
     assert all(pd.isna(small[c]) for c in ["receipts", "items", "revenue",
                                            "share_of_store_revenue"])
+    # Store 1's total (50 / share) minus its shown cells would give the baby cell away, so
+    # its smallest other cell (65+ wine, 2 receipts) is hidden too.
+    wine = table[(table["store_id"] == 1) & (table["category"] == "wine")].iloc[0]
+    assert wine["suppressed"] and pd.isna(wine["revenue"])
     other_store = table[table["store_id"] == 2].iloc[0]
     assert other_store["suppressed"] and other_store["store_name"] == "O'Brien's"
-    assert len(table) == 3
+    assert len(table) == 4
 
 
 @pytest.mark.parametrize("min_cell", [1, 20, 35])
@@ -139,9 +144,18 @@ def test_sales_by_age_group_matches_duckdb(min_cell):
     merged = ours.merge(expected, on=["store_id", "age_group", "category"], how="outer",
                         suffixes=("", "_sql"), indicator=True)
     assert (merged["_merge"] == "both").all(), "cells differ between pandas and DuckDB"
-    assert merged["suppressed"].tolist() == merged["suppressed_sql"].tolist()
+    small = merged["suppressed_sql"].astype(bool)
+    assert merged.loc[small, "suppressed"].all()
+    # Beyond the small cells, exactly the smallest other cell of each store with one small cell.
+    small_per_store = small.groupby(merged["store_id"]).sum()
+    extra = merged.loc[merged["suppressed"] & ~small]
+    assert sorted(extra["store_id"]) == sorted(small_per_store[small_per_store == 1].index)
+    for row in extra.itertuples():
+        shown = merged.loc[(merged["store_id"] == row.store_id) & ~small, "receipts_sql"]
+        assert row.receipts_sql == shown.min()
     assert merged["suppressed"].any() or min_cell == 1
     assert not merged["suppressed"].all()
+    merged = merged.loc[~merged["suppressed"]]
     for ours_col, sql_col in [("receipts", "receipts_sql"), ("items", "items_sql")]:
         assert merged[ours_col].astype("Float64").equals(merged[sql_col].astype("Float64"))
     np.testing.assert_allclose(merged["revenue"].astype(float), merged["revenue_sql"], rtol=1e-9)
@@ -181,11 +195,3 @@ def test_sales_by_age_group_empty_and_bad_input():
         sales_by_age_group(_lines([(1, 1, "beer", 1, 5.0)]), min_cell=1)
 
 
-def test_age_group_mix_lists_every_group_in_order():
-    estimates = _estimates({1: 19.0, 2: 21.5, 3: 70.0, 4: None})
-    mix = age_group_mix(estimates)
-    assert mix["age_group"].tolist() == BINS.labels
-    assert dict(zip(mix["age_group"], mix["photos"], strict=True)) == {
-        "0-17": 0, "18-24": 2, "25-34": 0, "35-44": 0, "45-54": 0, "55-64": 0, "65+": 1,
-        "unknown": 1,
-    }
