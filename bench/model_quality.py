@@ -65,6 +65,10 @@ def main() -> int:
         print(f"  {key}: {value if value is None else round(value, 4)} "
               f"(target {'>=' if key == 'under18_flagged_at_25' else '<='} {target}) "
               f"{'met' if ok else 'NOT met'}")
+    if metrics.get("threshold_catching_99pct_13_17") is not None:
+        print(f"  to catch 99% of 13-17 year olds the threshold would be "
+              f"{metrics['threshold_catching_99pct_13_17']:.1f}; it would flag "
+              f"{metrics['over30_flagged_at_that_threshold']:.1%} of real 30+")
     print("by band:")
     for band, row in metrics["by_band"].items():
         mae = "-" if row["mae"] is None else f"{row['mae']:.2f}"

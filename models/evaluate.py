@@ -116,6 +116,15 @@ def evaluate_ages(frame: pd.DataFrame, threshold: float = 25.0) -> dict[str, Any
     over30 = data[years >= 30]
     metrics["under18_flagged_at_25"] = _share(teens["pred_age"] < threshold)
     metrics["over30_flagged_at_25"] = _share(over30["pred_age"] < threshold)
+    # The trade-off behind --challenge-age: the estimated-age threshold that would catch
+    # 99 % of real 13-17 year olds with this model, and how many 30+ shoppers it then flags.
+    metrics["threshold_catching_99pct_13_17"] = None
+    metrics["over30_flagged_at_that_threshold"] = None
+    if len(teens):
+        t99 = float(np.quantile(teens["pred_age"].to_numpy(), 0.99, method="higher"))
+        t99 = float(np.nextafter(t99, np.inf))  # strictly above: "under" it flags that teen
+        metrics["threshold_catching_99pct_13_17"] = t99
+        metrics["over30_flagged_at_that_threshold"] = _share(over30["pred_age"] < t99)
 
     for column, names, key in (("gender", GENDERS, "by_gender"), ("race", RACES, "by_race")):
         if column in data.columns:
@@ -188,6 +197,10 @@ def format_report(metrics: dict[str, Any]) -> str:
         f"real 30+ estimated under {threshold:g}:   {_pct(metrics['over30_flagged_at_25'])}"
         "  (want low)",
     ]
+    t99 = metrics.get("threshold_catching_99pct_13_17")
+    if t99 is not None:
+        lines.append(f"to catch 99% of 13-17 the threshold would be {t99:.1f}, flagging "
+                     f"{_pct(metrics['over30_flagged_at_that_threshold'])} of real 30+")
     sections = [("age band", "by_band"), ("gender", "by_gender"), ("race", "by_race"),
                 ("source", "by_source")]
     for title, key in sections:

@@ -71,6 +71,12 @@ def test_flag_shares_match_hand_computation(frame: pd.DataFrame) -> None:
     assert lower["over30_flagged_at_25"] == 0.0
     assert lower["threshold"] == 21.0
 
+    # Catching 99 % of the three 13-17s needs all three (preds 20, 27, 24): a threshold just
+    # above 27; real 30+ preds 24, 35, 37, 50, 66: only 24 is under it -> 1 of 5.
+    assert m["threshold_catching_99pct_13_17"] == pytest.approx(27.0)
+    assert m["threshold_catching_99pct_13_17"] > 27.0
+    assert m["over30_flagged_at_that_threshold"] == pytest.approx(1 / 5)
+
 
 def test_per_band_and_gender_match_hand_computation(frame: pd.DataFrame) -> None:
     by_band = evaluate_ages(frame)["by_band"]
