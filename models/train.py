@@ -293,7 +293,18 @@ def _final_metrics(age_model, val_df, test_df, config: TrainConfig) -> dict[str,
         pred = predict_files(model, df["path"].tolist(), batch_size=config.batch_size)
         out[f"{name}_mae"] = round(float(np.mean(np.abs(pred - df["real_age"].to_numpy()))), 3)
         out[f"{name}_n"] = len(df)
+        if name == "val":
+            out["by_band"] = _bands(df["real_age"], pred)
     return out
+
+
+def _bands(real: pd.Series, pred: np.ndarray) -> dict[str, Any]:
+    """Validation error per true-age band: the compliance report turns it into expected
+    false flags, so the card must carry it (held-out faces, not the training split)."""
+    from models.evaluate import evaluate_ages
+
+    frame = pd.DataFrame({"real_age": real.to_numpy(), "pred_age": pred})
+    return evaluate_ages(frame)["by_band"]
 
 
 def _plot_curves(history: pd.DataFrame, out_png: Path) -> None:
