@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import click
+
+# TensorFlow's C++ start-up chatter (oneDNN notices, CPU feature hints, a warning MTCNN
+# triggers on photos without a face) would bury the job's own lines in cron logs. Errors
+# still show; set TF_CPP_MIN_LOG_LEVEL=0 to see everything.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from jobs.settings import (
     DEFAULT_AGE_BINS,

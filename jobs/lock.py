@@ -74,14 +74,33 @@ def _acquire(path: Path) -> int:
 
 
 def _holder(fd: int) -> str:
-    """The holder's note. A holder that has just taken the lock may not have written it yet,
-    so look again briefly before saying it is unknown."""
-    for _ in range(5):
+    """The holder's note. A holder that has just taken the lock may not have written it yet:
+    the file is then empty or still names a run that died (the lock is held, so its holder
+    is alive). Look again for up to a second before saying the holder is unknown."""
+    text = ""
+    for _ in range(20):
         text = os.pread(fd, 256, 0).decode(errors="replace").strip()
-        if text:
-            return text if text.startswith("pid") else f"pid {text}"
+        if text and _alive(_note_pid(text)):
+            return text
         time.sleep(0.05)
-    return "pid unknown"
+    return "pid unknown" + (f"; the file still names the exited run: {text}" if text else "")
+
+
+def _note_pid(text: str) -> int | None:
+    first = text.removeprefix("pid ").split(",", 1)[0].strip()
+    return int(first) if first.isdigit() else None
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _same_file(fd: int, path: Path) -> bool:

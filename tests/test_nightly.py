@@ -154,3 +154,35 @@ def test_rescore_runs_each_day(sqlite_url, tmp_path, tiny_model_path):
     before = pd.read_parquet(tmp_path / "marketing" / "sales_by_age_group" /
                              f"dt={DAY - dt.timedelta(days=1)}")
     assert before.empty  # a day with no receipts still gets its (empty) partition
+
+
+def test_lock_holder_note_of_an_exited_run_is_not_shown_as_the_holder(tmp_path):
+    """Between taking the lock and writing its note, a new holder leaves the old note in the
+    file; a run that finds the lock taken must not name that dead process as the holder."""
+    import os
+    import subprocess
+    import threading
+    import time
+
+    from jobs.lock import _holder
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    path = tmp_path / "ageseg.lock"
+    path.write_text(f"pid {gone.pid}, started 2026-11-28 02:15:00 UTC, nightly 2026-11-27\n")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert _holder(fd).startswith(f"pid unknown; the file still names the exited run: "
+                                      f"pid {gone.pid},")
+        fresh = f"pid {os.getpid()}, started 2026-11-29 02:15:00 UTC, nightly 2026-11-28"
+
+        def holder_writes_its_note() -> None:
+            time.sleep(0.2)
+            os.pwrite(fd, fresh.encode().ljust(80) + b"\n", 0)
+
+        writer = threading.Thread(target=holder_writes_its_note)
+        writer.start()
+        assert _holder(fd) == fresh
+        writer.join()
+    finally:
+        os.close(fd)
