@@ -29,6 +29,7 @@ from analytics.day_tables import (
     write_day_tables,
 )
 from analytics.parquet import remove_marker, write_marker
+from models.faces import UNOPENED_REASONS
 from models.persist import AgeModel
 from models.score import score_photos
 from sql import queries
@@ -38,13 +39,9 @@ MARKETING_TABLE = SALES
 RESTRICTED_TABLE = ESTIMATES
 
 
-# Quarantine reasons given before a photo's bytes are read.
-UNOPENED = ("missing", "outside_root", "not_a_file", "unreadable")
-
-
 class PhotosUnavailable(RuntimeError):
-    """The day has photo rows but not one of their files exists: the photo share is most
-    likely not mounted, and writing the day would mark every shopper's age unknown."""
+    """The day has photo rows but not one of their files could be opened: the photo share
+    is most likely not mounted, and writing the day would mark every shopper's age unknown."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +94,8 @@ def run_nightly(
         scores = estimate_ages(photos, model, detector, config, on_batch)
         check_photos_found(scores, day, config.photo_root)
         estimates = receipt_estimates(photos, scores, config.bins)
-        tables = build_day_tables(engine, day, estimates, model.card, config.day_options())
+        options = config.day_options()
+        tables = build_day_tables(engine, day, estimates, model.card, options)
 
         meta = {"run_id": run_id, "day": day.isoformat(), "model_version": model.version,
                 "age_bins": config.bins.to_spec(), "min_cell": str(config.min_cell),
@@ -107,12 +105,12 @@ def run_nightly(
         # The marker goes just before the first rename, so it always describes the files
         # beside it; a write that fails earlier leaves both the old files and their marker.
         summary.outputs = write_day_tables(
-            tables, day, config.day_options(), meta, model.version,
+            tables, day, options, meta, model.version,
             before_commit=lambda: remove_marker(config.output_root, day))
         quarantine = scores.loc[scores["status"] == "quarantined"].merge(
             photos[["photo_id", "path"]], on="photo_id")[["photo_id", "path", "reason", "detail"]]
         with_retries(lambda: queries.replace_quarantine(engine, run_id, day, quarantine))
-        purged = purge_compliance(config.day_options())
+        purged = purge_compliance(options)
 
         summary.counts = {**_counts(photos, scores), **tables.counts, **purged}
         summary.quarantine = quarantine
@@ -154,7 +152,7 @@ def check_photos_found(scores: pd.DataFrame, day: dt.date, photo_root: Path) -> 
     """
     if scores.empty:
         return
-    unopened = (scores["status"] == "quarantined") & scores["reason"].isin(UNOPENED)
+    unopened = (scores["status"] == "quarantined") & scores["reason"].isin(UNOPENED_REASONS)
     if unopened.all() and (scores["reason"] == "missing").any():
         raise PhotosUnavailable(
             f"none of the {len(scores)} photos of {day} could be opened under {photo_root} "

@@ -32,13 +32,15 @@ sys.path.insert(0, str(ROOT))
 DAY = dt.date(2026, 11, 28)
 
 
-def model_only(batch_size: int, n: int = 2048, repeats: int = 3) -> float:
-    """Faces/s of the model's forward pass alone, in a fresh process: the best of
-    `repeats` passes over `n` faces, so a noisy moment cannot flatter the ratios."""
+def _forward_rate(make_model: str, batch_size: int, n: int, repeats: int) -> float:
+    """Faces/s of a model's forward pass alone, in a fresh process: the best of `repeats`
+    passes over `n` random faces after the graph is traced. `make_model` is Python code
+    that binds `m` to an AgeModel."""
     code = f"""
 import time, numpy as np
-from models.persist import load_model
-m = load_model(None)
+from models.build import build_model
+from models.persist import AgeModel, load_model
+{make_model}
 x = np.random.default_rng(0).integers(0, 255, ({n}, m.image_size, m.image_size, 3), dtype=np.uint8)
 m.warm_up({batch_size})
 best = 0.0
@@ -52,22 +54,17 @@ print(best)
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def model_only(batch_size: int, n: int = 2048, repeats: int = 3) -> float:
+    """The shipped model alone; best of several passes so a noisy moment cannot flatter
+    the ratios."""
+    return _forward_rate("m = load_model(None)", batch_size, n, repeats)
+
+
 def study_model_only(batch_size: int, n: int = 96) -> float:
-    """Faces/s of the study's model (ResNet50 at 224 px, Dense(1)) forward pass alone: the
-    model the 85 % target was written for. Random weights: speed does not depend on them."""
-    code = f"""
-import time, numpy as np
-from models.build import build_model
-from models.persist import AgeModel
-m = AgeModel(build_model(224, head="regression")[1])
-x = np.random.default_rng(0).integers(0, 255, ({n}, 224, 224, 3), dtype=np.uint8)
-m.warm_up({batch_size})
-t = time.perf_counter(); m.predict_faces(x, batch_size={batch_size})
-print({n} / (time.perf_counter() - t))
-"""
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, check=True, env=_env())
-    return float(out.stdout.strip().splitlines()[-1])
+    """The study's model (ResNet50 at 224 px, Dense(1)) alone: the model the 85 % target was
+    written for. Random weights: speed does not depend on them."""
+    return _forward_rate('m = AgeModel(build_model(224, head="regression")[1])',
+                         batch_size, n, repeats=1)
 
 
 def nightly(workdir: Path, photos_are_faces: bool, batch_size: int) -> tuple[float, float, float]:

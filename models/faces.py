@@ -36,6 +36,8 @@ REASONS = (
     "too_large",
     "unsupported",
 )
+# The reasons given before a photo's bytes are read: its file could not even be opened.
+UNOPENED_REASONS = ("missing", "outside_root", "not_a_file", "unreadable")
 MAX_PIXELS = 50_000_000  # from the header; a 12 MP camera frame is 12_000_000
 MAX_BYTES = 100_000_000  # a camera JPEG is a few MB; anything bigger is not a checkout photo
 MAX_SIDE = 1280  # decoded photos are shrunk to this: detection works at 640 or less anyway

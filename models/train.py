@@ -258,8 +258,8 @@ def warm_start(age_model, init_from: Path, config: TrainConfig) -> dict[str, Any
     from models.persist import load_model
 
     parent = load_model(init_from)
-    parent_head = "dex" if parent.keras_model.output_shape[-1] == 1 and any(
-        layer.name == "age_probs" for layer in parent.keras_model.layers) else "regression"
+    layers = {layer.name for layer in parent.keras_model.layers}
+    parent_head = "dex" if "age_probs" in layers else "regression"
     if parent.image_size != config.image_size or parent_head != config.head:
         raise TrainingError(
             f"cannot start from {init_from}: it is a {parent_head} model at "
