@@ -140,7 +140,7 @@ def compliance_rows(
     flagged: pd.DataFrame, store_names: Mapping[int, str], bands: ErrorBands,
     challenge_age: float,
 ) -> pd.DataFrame:
-    """The day's flagged sales (sql.queries.aggregate_day's `flagged`) with the model error.
+    """The day's flagged sales (day_aggregates.aggregate_day's `flagged`) with the model error.
 
     One row per receipt: store, cashier, time, estimated age, the error band used, its MAE,
     P(true age >= challenge_age) and whether the till recorded an ID check.

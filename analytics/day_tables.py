@@ -25,10 +25,10 @@ from analytics.compliance import (
     compliance_sales,
     compliance_summary,
 )
+from analytics.day_aggregates import aggregate_day
 from analytics.parquet import delete_partitions_before, iter_partitions, write_partitions
 from analytics.recommendations import affinity_counts, recommendations, window_counts
 from analytics.summaries import category_cells, sales_from_cells
-from sql import queries
 from sql.engine import with_retries
 
 # Marketing root (aggregates, small cells suppressed).
@@ -79,7 +79,7 @@ def build_day_tables(
 ) -> DayTables:
     """All of `day`'s tables from its estimates (receipt_id, photo_id, age, age_group,
     face_count) and the model card (for the compliance error bands). Writes nothing."""
-    aggregates = with_retries(lambda: queries.aggregate_day(
+    aggregates = with_retries(lambda: aggregate_day(
         engine, day, estimates[["receipt_id", "age_group", "age"]],
         challenge_age=options.challenge_age, unknown=UNKNOWN))
     cells = aggregates.cells

@@ -75,7 +75,7 @@ RECOMMENDATION_DTYPES = {
 
 
 def affinity_counts(cells: pd.DataFrame) -> pd.DataFrame:
-    """The day's internal counts from product cells (sql.queries.aggregate_day's `cells`).
+    """The day's internal counts from product cells (day_aggregates.aggregate_day's `cells`).
 
     Rows per store x age group: one `group` row (all its receipts), one `category` row per
     category and one `product` row per product, each with distinct receipts, items and

@@ -53,7 +53,7 @@ def sales_by_age_group(joined: pd.DataFrame, min_cell: int) -> pd.DataFrame:
 
 
 def category_cells(cells: pd.DataFrame) -> pd.DataFrame:
-    """Product cells (from sql.queries.aggregate_day) rolled up to store x age group x category.
+    """Product cells (from day_aggregates.aggregate_day) rolled up to store x age group x category.
 
     A category's distinct receipts are the sum of its products' `category_receipts`, which
     count each receipt once per category; summing `receipts` would count a receipt with two

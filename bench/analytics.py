@@ -4,16 +4,20 @@ GROUP BY over the same rows, measured in one run.
 - builds (or reuses) a database `ageseg_bench` holding one day of N receipts with ~10 lines
   each (generated inside PostgreSQL with generate_series), and an age estimate for 95% of
   the receipts (table `bench_estimates`, what the scoring step would have produced);
-- (a) our step: analytics.day_tables.build_day_tables — upload the estimates, the
-  database's join and aggregation, sales_by_age_group, affinity counts, recommendations,
-  compliance — in a fresh process, with its wall time and peak RSS (ru_maxrss);
+  `--lines-per-receipt 5` builds and uses `ageseg_bench_5`, to compare peak memory at half
+  the lines;
+- (a) our step: analytics.day_tables.build_day_tables — the day's receipts and lines
+  streamed in receipt order and counted into cells, sales_by_age_group, affinity counts,
+  recommendations, compliance — in a fresh process, with its wall time and peak RSS
+  (ru_maxrss);
 - (b) PostgreSQL's own single GROUP BY: store x category sums of quantity and amount over the
   day's lines joined to receipts and products, timed from Python, before and after (a);
 - for reference, (c) the same GROUP BY with COUNT(DISTINCT receipt_id), the number
   sales_by_age_group needs.
 
 Usage: python bench/analytics.py [--receipts 2000000] [--stores 200] [--products 1000]
-       [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres] [--rebuild]
+       [--lines-per-receipt 10] [--rebuild]
+       [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
 """
 
 from __future__ import annotations
@@ -33,7 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DAY = dt.date(2026, 11, 28)
 DB_NAME = "ageseg_bench"
-LINES_PER_RECEIPT = "1 + mod(r.receipt_id, 19)::int"  # 1..19, 10 on average
+
+def lines_per_receipt(average: int) -> str:
+    """1 .. 2*average-1 lines per receipt, `average` on average."""
+    return f"1 + mod(r.receipt_id, {2 * average - 1})::int"
+
 
 BASELINE_SQL = """
 SELECT r.store_id, p.category, SUM(l.quantity), SUM(l.amount)
@@ -90,15 +98,21 @@ def main() -> None:
     parser.add_argument("--receipts", type=int, default=2_000_000)
     parser.add_argument("--stores", type=int, default=200)
     parser.add_argument("--products", type=int, default=1000)
+    parser.add_argument("--lines-per-receipt", type=int, default=10,
+                        help="Average; another value uses its own database, so that peak "
+                             "memory can be compared at two line counts.")
     parser.add_argument("--pg-url", default=os.environ.get(
         "AGESEG_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--rebuild", action="store_true", help="Regenerate the data.")
     args = parser.parse_args()
 
-    url = ensure_database(args.pg_url)
+    name = DB_NAME if args.lines_per_receipt == 10 else f"{DB_NAME}_{args.lines_per_receipt}"
+    url = ensure_database(args.pg_url, name)
     engine = sa.create_engine(url)
     shape = {"receipts": args.receipts, "stores": args.stores, "products": args.products,
              "day": DAY.isoformat()}
+    if args.lines_per_receipt != 10:
+        shape["lines_per_receipt"] = args.lines_per_receipt
     if args.rebuild or read_shape(engine) != shape:
         seconds = generate(engine, shape)
         print(f"generated the bench day in {seconds:.0f}s")
@@ -125,16 +139,16 @@ def main() -> None:
     print(f"    rows: {json.dumps(step['rows'])}")
 
 
-def ensure_database(admin_url: str) -> str:
+def ensure_database(admin_url: str, name: str) -> str:
     """The bench database's URL, creating the database if it is missing."""
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         exists = conn.exec_driver_sql(
-            "SELECT 1 FROM pg_database WHERE datname = %(name)s", {"name": DB_NAME}).first()
+            "SELECT 1 FROM pg_database WHERE datname = %(name)s", {"name": name}).first()
         if not exists:
-            conn.exec_driver_sql(f'CREATE DATABASE "{DB_NAME}"')
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     admin.dispose()
-    return sa.engine.make_url(admin_url).set(database=DB_NAME).render_as_string(
+    return sa.engine.make_url(admin_url).set(database=name).render_as_string(
         hide_password=False)
 
 
@@ -158,6 +172,7 @@ def generate(engine: sa.Engine, shape: dict) -> float:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table} CASCADE")
     create_schema(engine)
     start = dt.datetime.combine(DAY, dt.time(8))
+    average = shape.get("lines_per_receipt", 10)
     params = {"n": shape["receipts"], "stores": shape["stores"],
               "products": shape["products"], "first": DAY.toordinal() * 10_000_000,
               "start": start}
@@ -177,7 +192,7 @@ def generate(engine: sa.Engine, shape: dict) -> float:
         "FROM generate_series(0, %(n)s - 1) i",
         "INSERT INTO receipt_lines SELECT r.receipt_id, g, p.product_id, 1 + mod(g, 2),"
         " round(mod(p.product_id * 37, 2000) / 100.0 + 0.5, 2) * (1 + mod(g, 2)) "
-        f"FROM receipts r, generate_series(1, {LINES_PER_RECEIPT}) g, "
+        f"FROM receipts r, generate_series(1, {lines_per_receipt(average)}) g, "
         "LATERAL (SELECT 1 + floor(random() * %(products)s + g * 0)::int AS product_id) p",
         "CREATE TABLE bench_estimates AS SELECT receipt_id, "
         "round((10 + random() * 70)::numeric, 1)::float8 AS age FROM receipts "

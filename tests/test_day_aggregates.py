@@ -1,5 +1,5 @@
-"""sql.queries.aggregate_day on real SQLite and PostgreSQL: the database's join and
-aggregation of a hand-made day, checked number by number and against the in-memory path."""
+"""analytics.day_aggregates.aggregate_day on real SQLite and PostgreSQL: the streamed join
+and counting of a hand-made day, checked number by number and against the in-memory path."""
 
 from __future__ import annotations
 
@@ -10,16 +10,11 @@ import pandas as pd
 import pytest
 
 from analytics.age_groups import AgeBins, assign_age_groups
+from analytics.day_aggregates import EstimatesError, aggregate_day
 from analytics.purchases import join_purchases
 from analytics.summaries import category_cells, sales_by_age_group, sales_from_cells
 from sql.engine import make_engine
-from sql.queries import (
-    EstimatesError,
-    aggregate_day,
-    create_schema,
-    insert_frame,
-    purchase_lines_for_day,
-)
+from sql.queries import create_schema, insert_frame, purchase_lines_for_day
 
 DAY = dt.date(2026, 3, 14)
 BINS = AgeBins.parse("0-17,18-24,25-34,35-44,45-54,55-64,65+")
@@ -138,3 +133,80 @@ def test_plain_string_age_groups_work_too(engine):
     np.testing.assert_allclose(cells["revenue"].sum(), sum(
         a for rid, (*_, lines) in RECEIPTS.items() if rid not in (6, 7)
         for _, _, a in lines))
+
+
+@pytest.fixture
+def random_day(db_url):
+    """A day of 300 receipts with 1-12 lines each, repeated products and categories, three
+    stores, and estimates for most receipts."""
+    rng = np.random.default_rng(7)
+    eng = make_engine(db_url)
+    create_schema(eng)
+    insert_frame(eng, "stores", pd.DataFrame({"store_id": [1, 2, 3], "name": ["A", "B", "C"]}))
+    insert_frame(eng, "cashiers", pd.DataFrame({"cashier_id": [11, 21, 31],
+                                                "store_id": [1, 2, 3], "name": ["x", "y", "z"]}))
+    n_products = 40
+    insert_frame(eng, "products", pd.DataFrame({
+        "product_id": np.arange(1, n_products + 1) * 10,
+        "name": [f"p{i}" for i in range(n_products)],
+        "category": [f"c{i % 6}" for i in range(n_products)],
+        "age_restricted": [i % 6 == 0 for i in range(n_products)]}))
+    ids = rng.choice(np.arange(1000, 5000), size=300, replace=False)
+    stores = rng.integers(1, 4, size=300)
+    insert_frame(eng, "receipts", pd.DataFrame({
+        "receipt_id": ids, "store_id": stores, "cashier_id": stores * 10 + 1,
+        "ts": T + pd.to_timedelta(rng.integers(0, 36_000, size=300), unit="s"),
+        "id_checked": pd.array(rng.choice([True, False, None], size=300), dtype="boolean")}))
+    lines = [(rid, n, int(rng.integers(1, n_products + 1)) * 10, int(rng.integers(1, 4)),
+              round(float(rng.uniform(0.2, 30)), 2))
+             for rid in ids for n in range(1, int(rng.integers(1, 13)) + 1)]
+    insert_frame(eng, "receipt_lines", pd.DataFrame(
+        lines, columns=["receipt_id", "line_no", "product_id", "quantity", "amount"]))
+    with_estimate = rng.random(300) < 0.85
+    ages = pd.Series(rng.uniform(12, 80, size=300)[with_estimate])
+    estimates = pd.DataFrame({"receipt_id": ids[with_estimate], "age": ages.round(1)})
+    estimates["age_group"] = assign_age_groups(estimates["age"], BINS)
+    yield eng, estimates
+    eng.dispose()
+
+
+def _sorted(cells: pd.DataFrame) -> pd.DataFrame:
+    return cells.sort_values(["store_id", "age_group", "product_id"], ignore_index=True)
+
+
+def test_how_the_day_is_read_never_changes_the_numbers(random_day):
+    """Chunks cutting receipts apart, the sparse sums and the plain SQLAlchemy reader give
+    what the default path gives, and the default path matches pandas over the raw lines."""
+    engine, estimates = random_day
+    default = aggregate_day(engine, DAY, estimates, challenge_age=25)
+    for options in ({"chunk_rows": 7}, {"chunk_rows": 1, "dense_limit": 0},
+                    {"fast": False, "chunk_rows": 50}):
+        other = aggregate_day(engine, DAY, estimates, challenge_age=25, **options)
+        pd.testing.assert_frame_equal(_sorted(other.cells), _sorted(default.cells))
+        pd.testing.assert_frame_equal(other.flagged, default.flagged)
+        pd.testing.assert_frame_equal(other.restricted_sales, default.restricted_sales)
+
+    lines = purchase_lines_for_day(engine, DAY).merge(estimates, on="receipt_id", how="left")
+    lines["age_group"] = lines["age_group"].astype(object).fillna("unknown")
+    keys = ["store_id", "age_group", "product_id"]
+    expected = lines.groupby(keys).agg(receipts=("receipt_id", "nunique"),
+                                       lines=("receipt_id", "size"),
+                                       items=("quantity", "sum"), revenue=("amount", "sum"))
+    got = default.cells.astype({"age_group": str}).set_index(keys).sort_index()
+    assert got.index.equals(expected.index)
+    for column in ("receipts", "lines", "items"):
+        assert got[column].tolist() == expected[column].tolist(), column
+    np.testing.assert_allclose(got["revenue"], expected["revenue"].astype(float))
+    by_category = got.groupby(["store_id", "age_group", "category"], observed=True)[
+        "category_receipts"].sum()
+    expected_category = lines.groupby(["store_id", "age_group", "category"])[
+        "receipt_id"].nunique()
+    assert by_category.sort_index().tolist() == expected_category.sort_index().tolist()
+    by_group = got.groupby(["store_id", "age_group"], observed=True)["group_receipts"].sum()
+    assert by_group.tolist() == lines.groupby(["store_id", "age_group"])[
+        "receipt_id"].nunique().tolist()
+
+    restricted = lines.loc[lines["age_restricted"].astype(bool)].drop_duplicates("receipt_id")
+    flagged = restricted.loc[restricted["age"] < 25].sort_values("receipt_id")
+    assert default.flagged["receipt_id"].tolist() == flagged["receipt_id"].tolist()
+    assert default.restricted_sales["alcohol_sales"].sum() == len(restricted)
