@@ -16,11 +16,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from sql.engine import PG_CONNECT_TIMEOUT_S
 from sql.queries import day_bounds
 
 LINE_COLUMNS = ("receipt_id", "product_id", "quantity", "cents")
@@ -68,24 +70,20 @@ class LineChunk:
         return len(self.receipt_id)
 
 
-class DayReader:
+class DayReader(Protocol):
     """One consistent view of one day: its receipts, its lines, the stores and products."""
 
-    def receipts(self) -> pd.DataFrame:  # pragma: no cover - interface
+    def receipts(self) -> pd.DataFrame:
         """receipt_id, store_id, cashier_id, ts, id_checked of the day, by receipt_id."""
-        raise NotImplementedError
 
-    def lines(self, chunk_rows: int = CHUNK_ROWS) -> Iterator[LineChunk]:  # pragma: no cover
+    def lines(self, chunk_rows: int = CHUNK_ROWS) -> Iterator[LineChunk]:
         """The day's lines in receipt_id order, at most `chunk_rows` per chunk."""
-        raise NotImplementedError
 
-    def products(self) -> pd.DataFrame:  # pragma: no cover - interface
+    def products(self) -> pd.DataFrame:
         """product_id, name, category, age_restricted of every product."""
-        raise NotImplementedError
 
-    def stores(self) -> pd.DataFrame:  # pragma: no cover - interface
+    def stores(self) -> pd.DataFrame:
         """store_id, name of every store."""
-        raise NotImplementedError
 
 
 @contextmanager
@@ -105,7 +103,7 @@ def read_day(engine: sa.Engine, day: dt.date, *, fast: bool = True) -> Iterator[
             yield _SqlAlchemyReader(conn, day)
 
 
-class _SqlAlchemyReader(DayReader):
+class _SqlAlchemyReader:
     def __init__(self, conn: sa.Connection, day: dt.date) -> None:
         self._conn = conn
         self._params = dict(zip(("start", "end"), day_bounds(day), strict=True))
@@ -135,7 +133,7 @@ class _SqlAlchemyReader(DayReader):
                             columns=["store_id", "name"])
 
 
-class _AdbcReader(DayReader):
+class _AdbcReader:
     """PostgreSQL through ADBC. Errors come out as SQLAlchemy's, so `with_retries` and the
     job's one-line messages treat them like any other database error."""
 
@@ -153,7 +151,10 @@ class _AdbcReader(DayReader):
         import adbc_driver_manager
         import adbc_driver_postgresql.dbapi as adbc_pg
 
-        uri = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        url = engine.url.set(drivername="postgresql")
+        if "connect_timeout" not in url.query:  # as make_engine's connections: fail fast
+            url = url.update_query_dict({"connect_timeout": str(PG_CONNECT_TIMEOUT_S)})
+        uri = url.render_as_string(hide_password=False)
         try:
             conn = adbc_pg.connect(uri)
         except adbc_driver_manager.Error as exc:
