@@ -26,7 +26,12 @@ from analytics.compliance import (
     compliance_summary,
 )
 from analytics.day_aggregates import aggregate_day
-from analytics.parquet import delete_partitions_before, iter_partitions, write_partitions
+from analytics.parquet import (
+    delete_partitions_before,
+    iter_partitions,
+    partition_files,
+    write_partitions,
+)
 from analytics.recommendations import affinity_counts, recommendations, window_counts
 from analytics.summaries import category_cells, sales_from_cells
 from sql.engine import with_retries
@@ -90,11 +95,11 @@ def build_day_tables(
     tables.restricted[AFFINITY] = affinity
 
     start = day - dt.timedelta(days=options.window_days - 1)
-    seen: list[dt.date] = []
-    counts = window_counts(_window(options.restricted_root, AFFINITY, start, day, affinity,
-                                   seen))
+    earlier = partition_files(options.restricted_root, AFFINITY, start,
+                              day - dt.timedelta(days=1))
+    counts = window_counts([*(path for _, path in earlier), affinity])
     tables.marketing[RECOMMENDATIONS] = recommendations(
-        counts, window_start=start, window_end=day, window_days=len(seen),
+        counts, window_start=start, window_end=day, window_days=len(earlier) + 1,
         min_cell=options.min_cell)
 
     tables.counts = {

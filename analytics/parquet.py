@@ -161,6 +161,14 @@ def partition_days(root: Path, table: str) -> list[dt.date]:
     return sorted(days)
 
 
+def partition_files(root: Path, table: str, start: dt.date, end: dt.date
+                    ) -> list[tuple[dt.date, Path]]:
+    """(day, file) of each complete partition with start <= day <= end, oldest first: for
+    readers that scan the files themselves instead of loading them one by one."""
+    return [(day, partition_dir(root, table, day) / PART_NAME)
+            for day in partition_days(root, table) if start <= day <= end]
+
+
 def iter_partitions(
     root: Path, table: str, start: dt.date, end: dt.date
 ) -> Iterator[tuple[dt.date, pd.DataFrame]]:

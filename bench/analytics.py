@@ -8,15 +8,17 @@ GROUP BY over the same rows, measured in one run.
   the lines;
 - (a) our step: analytics.day_tables.build_day_tables — the day's receipts and lines
   streamed in receipt order and counted into cells, sales_by_age_group, affinity counts,
-  recommendations, compliance — in a fresh process, with its wall time and peak RSS
-  (ru_maxrss);
+  recommendations over the trailing 28-day window, compliance — in a fresh process, with
+  its wall time and peak RSS (ru_maxrss). The window's 27 earlier days are on disk first
+  (copies of the day's own counts, written by another process; `--history-days 0` measures
+  a first night instead);
 - (b) PostgreSQL's own single GROUP BY: store x category sums of quantity and amount over the
   day's lines joined to receipts and products, timed from Python, before and after (a);
 - for reference, (c) the same GROUP BY with COUNT(DISTINCT receipt_id), the number
   sales_by_age_group needs.
 
 Usage: python bench/analytics.py [--receipts 2000000] [--stores 200] [--products 1000]
-       [--lines-per-receipt 10] [--rebuild]
+       [--lines-per-receipt 10] [--history-days 27] [--rebuild]
        [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
 """
 
@@ -28,6 +30,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,16 +57,20 @@ GROUP BY r.store_id, p.category
 DISTINCT_SQL = BASELINE_SQL.replace("SUM(l.amount)",
                                     "SUM(l.amount), COUNT(DISTINCT l.receipt_id)")
 
-# Run in a fresh process so ru_maxrss is the step's own peak, not this script's.
+# Run in a fresh process so ru_maxrss is the step's own peak, not this script's. Argument 4
+# "history" writes the earlier days of the trailing window instead (in its own process too,
+# so that its peak does not count).
 STEP_CODE = r"""
-import datetime as dt, json, resource, sys, tempfile, time
+import datetime as dt, json, resource, sys, time
 from pathlib import Path
 import pandas as pd
 from analytics.age_groups import AgeBins, assign_age_groups
-from analytics.day_tables import DayOptions, build_day_tables, write_day_tables
+from analytics.day_tables import (AFFINITY, COMPLIANCE, COMPLIANCE_SALES, DayOptions,
+                                  build_day_tables, write_day_tables)
+from analytics.parquet import write_partitions
 from sql.engine import make_engine
 
-url, day = sys.argv[1], dt.date.fromisoformat(sys.argv[2])
+url, day, root = sys.argv[1], dt.date.fromisoformat(sys.argv[2]), Path(sys.argv[3])
 engine = make_engine(url)
 bins = AgeBins.parse("0-17,18-24,25-34,35-44,45-54,55-64,65+")
 with engine.connect() as conn:
@@ -74,17 +81,23 @@ del rows
 estimates["age_group"] = assign_age_groups(estimates["age"], bins)
 estimates = estimates.assign(photo_id=estimates["receipt_id"], face_count=1)
 card = {"version": "bench", "metrics": {"val_mae": 5.0}}
+options = DayOptions(root / "marketing", root / "restricted", min_cell=10, today=day)
+if sys.argv[4] == "history":  # copies of the day's own counts, as earlier nights left them
+    first = build_day_tables(engine, day, estimates, card, options)
+    for back in range(1, int(sys.argv[5]) + 1):
+        write_partitions([(options.restricted_root, name, frame)
+                          for name, frame in first.restricted.items()
+                          if name in (AFFINITY, COMPLIANCE, COMPLIANCE_SALES)],
+                         day - dt.timedelta(days=back), {"run_id": "history"})
+    sys.exit(0)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-with tempfile.TemporaryDirectory() as tmp:
-    options = DayOptions(Path(tmp) / "marketing", Path(tmp) / "restricted", min_cell=10,
-                         today=day)
-    start = time.perf_counter()
-    tables = build_day_tables(engine, day, estimates, card, options)
-    step = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    start = time.perf_counter()
-    write_day_tables(tables, day, options, {"run_id": "bench"}, "bench")
-    write = time.perf_counter() - start
+start = time.perf_counter()
+tables = build_day_tables(engine, day, estimates, card, options)
+step = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+write_day_tables(tables, day, options, {"run_id": "bench"}, "bench")
+write = time.perf_counter() - start
 print(json.dumps({"step_s": step, "write_s": write, "rss_before_mib": before / 1024,
                   "rss_peak_mib": peak / 1024, "estimates": len(estimates),
                   "rows": {k: len(v) for k, v in {**tables.marketing,
@@ -104,6 +117,9 @@ def main() -> None:
     parser.add_argument("--pg-url", default=os.environ.get(
         "AGESEG_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--rebuild", action="store_true", help="Regenerate the data.")
+    parser.add_argument("--history-days", type=int, default=27,
+                        help="Earlier days of the trailing window on disk before the timed "
+                             "step (copies of the day's own counts); 0: a first night.")
     args = parser.parse_args()
 
     name = DB_NAME if args.lines_per_receipt == 10 else f"{DB_NAME}_{args.lines_per_receipt}"
@@ -123,11 +139,12 @@ def main() -> None:
           f"{args.stores} stores, {args.products} products")
 
     baseline = [time_query(engine, BASELINE_SQL)]
-    step = run_step(url)
+    step = run_step(url, args.history_days)
     baseline.append(time_query(engine, BASELINE_SQL))
     distinct = time_query(engine, DISTINCT_SQL)
     best = min(baseline)
-    print(f"(a) our step (join + summaries + recommendations + compliance): "
+    window = f"{args.history_days + 1}-day window" if args.history_days else "first night"
+    print(f"(a) our step (join + summaries + recommendations + compliance; {window}): "
           f"{step['step_s']:.2f}s; peak RSS {step['rss_peak_mib']:.0f} MiB "
           f"({step['rss_before_mib']:.0f} MiB before the step, estimates loaded)")
     print(f"(b) PostgreSQL's own GROUP BY (store x category sums): "
@@ -222,13 +239,22 @@ def time_query(engine: sa.Engine, sql: str) -> float:
         return time.perf_counter() - started
 
 
-def run_step(url: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", STEP_CODE, url, DAY.isoformat()], cwd=ROOT,
-                         capture_output=True, text=True, env={**os.environ,
-                                                              "PYTHONPATH": str(ROOT)})
+def run_step(url: str, history: int) -> dict:
+    """The step in a fresh process, after `history` earlier days were written by another."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if history:
+            _python_step(url, tmp, "history", str(history))
+        out = _python_step(url, tmp, "step")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _python_step(url: str, root: str, *args: str) -> str:
+    out = subprocess.run([sys.executable, "-c", STEP_CODE, url, DAY.isoformat(), root, *args],
+                         cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
     if out.returncode != 0:
         raise SystemExit(f"the step failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return out.stdout
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from analytics.day_tables import AFFINITY, RECOMMENDATIONS, SALES
-from analytics.parquet import iter_partitions, read_partition
+from analytics.parquet import iter_partitions, partition_files, read_partition, write_partition
 from analytics.recommendations import (
     AFFINITY_DTYPES,
     affinity_counts,
@@ -110,7 +110,7 @@ def test_chain_rows_add_up_the_stores():
     assert sorted(stores["store_id"].unique().tolist()) == [1, 2]
 
 
-def test_affinity_counts_and_window_sums():
+def test_affinity_counts_and_window_sums(tmp_path):
     cells = pd.DataFrame({
         "store_id": [1, 1, 1], "store_name": ["N"] * 3, "age_group": ["18-24"] * 3,
         "category": ["beer", "beer", "snacks"], "product_id": [1, 2, 3],
@@ -125,13 +125,20 @@ def test_affinity_counts_and_window_sums():
     assert (daily[daily["level"] == "product"]["receipts"] == [4, 3, 5]).all()
 
     days = [daily.assign(receipts=daily["receipts"] * (i + 1)) for i in range(5)]
-    total = window_counts(days, batch=2)
+    days[-1] = days[-1].assign(product_name=days[-1]["product_name"].replace("IPA", "Pale"))
+    total = window_counts(days)
     assert total.set_index(["level", "category"]).loc[("category", "beer"), "receipts"] == 75
-    pd.testing.assert_frame_equal(total.sort_values(["level", "category", "product_id"])
-                                  .reset_index(drop=True),
-                                  window_counts(days, batch=10).sort_values(
-                                      ["level", "category", "product_id"]).reset_index(
-                                      drop=True))
+    assert total.set_index(["level", "category"]).loc[("group", None), "revenue"] == 125.0
+    # Names come from the latest day; the same days read from Parquet files sum the same.
+    assert set(total["product_name"].dropna()) == {"Lager", "Pale", "Crisps"}
+    for i, frame in enumerate(days[:3]):
+        write_partition(tmp_path, AFFINITY, FIRST_DAY + dt.timedelta(days=i), frame, {})
+    files = [path for _, path in partition_files(tmp_path, AFFINITY, FIRST_DAY, LAST_DAY)]
+    assert len(files) == 3
+    order = ["level", "category", "product_id"]
+    pd.testing.assert_frame_equal(
+        window_counts([*files, *days[3:]]).sort_values(order, ignore_index=True),
+        total.sort_values(order, ignore_index=True))
     assert window_counts([]).empty
 
 
