@@ -1,7 +1,7 @@
 """Bulk reads of one day's receipts and purchase lines, in receipt order, as column arrays.
 
-A large chain's day is tens of millions of lines. Fetching them as Python tuples costs more
-than everything else the night does, so on PostgreSQL the rows travel through ADBC: the
+A large chain's day is tens of millions of lines. Fetched as Python tuples they cost about
+2 µs each (40 s for 20 M lines), so on PostgreSQL the rows travel through ADBC: the
 database's binary COPY stream decoded straight into Arrow batches in C++, a bounded number
 of rows at a time. Other databases (SQLite for the demo and tests) go through SQLAlchemy in
 chunks. Both readers hand out the same plain numpy arrays, so the counting downstream is one
@@ -38,13 +38,13 @@ RECEIPT_DTYPES = {
     "id_checked": "boolean",
 }
 
-# The amount is summed in integer cents: exact on every database and in numpy.
 _RECEIPTS_SQL = """
 SELECT receipt_id, store_id, cashier_id, ts, id_checked
 FROM receipts
 WHERE ts >= {start} AND ts < {end}
 ORDER BY receipt_id
 """
+# The amount travels and is summed in integer cents: exact on every database and in numpy.
 _LINES_SQL = """
 SELECT l.receipt_id, l.product_id, l.quantity, CAST(ROUND(l.amount * 100) AS BIGINT) AS cents
 FROM receipts r
