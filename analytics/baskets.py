@@ -13,7 +13,7 @@ Pure numpy: no database, no files. `analytics.day_aggregates` feeds it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,7 @@ class BasketIndex:
     product_ids: np.ndarray
     product_category: np.ndarray
     product_restricted: np.ndarray
+    _direct: np.ndarray | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         # Product ids are usually small integers: a direct table turns the per-line lookup
@@ -57,9 +58,7 @@ class BasketIndex:
         if len(ids) and ids[0] >= 0 and ids[-1] <= max(DIRECT_TABLE_MIN, 8 * len(ids)):
             table = np.full(int(ids[-1]) + 1, -1, dtype=np.int64)
             table[ids] = np.arange(len(ids))
-            object.__setattr__(self, "_direct", table)
-        else:
-            object.__setattr__(self, "_direct", None)
+            object.__setattr__(self, "_direct", table)  # frozen: set once, here
 
     def product_code(self, product_id: np.ndarray) -> np.ndarray:
         """Each line's product position in product_ids; every id must be known."""
