@@ -163,6 +163,9 @@ def compliance_sales(sales: pd.DataFrame, store_names: Mapping[int, str]) -> pd.
     return _typed(sales.assign(store_name=sales["store_id"].map(store_names)), SALES_DTYPES)
 
 
+SUMMARY_INPUT_COLUMNS = ["store_id", "cashier_id", "p_at_least_threshold", "id_checked"]
+
+
 def compliance_summary(
     flagged: pd.DataFrame, sales: pd.DataFrame, *, window_start: dt.date,
     window_end: dt.date, window_days: int, challenge_age: float,
@@ -175,8 +178,7 @@ def compliance_summary(
     explain. Flagged sales are split by the till's ID-check record (checked, not checked,
     not recorded), with the false flags to expect among the unchecked ones.
     """
-    require_columns(flagged, ["store_id", "cashier_id", "p_at_least_threshold", "id_checked"],
-                    "compliance rows")
+    require_columns(flagged, SUMMARY_INPUT_COLUMNS, "compliance rows")
     require_columns(sales, list(SALES_DTYPES), "compliance sales")
     checked = flagged["id_checked"].astype("boolean")
     marks = pd.DataFrame({

@@ -11,7 +11,7 @@ restricted root.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from analytics.age_groups import UNKNOWN
 from analytics.compliance import (
+    SUMMARY_INPUT_COLUMNS,
     ErrorBands,
     compliance_rows,
     compliance_sales,
@@ -123,8 +124,10 @@ def build_day_tables(
     tables.restricted[COMPLIANCE] = flagged
     tables.restricted[COMPLIANCE_SALES] = sales
     flagged_days: list[dt.date] = []
+    # Only what the summary uses: a busy month holds millions of flagged rows.
     window_flagged = pd.concat(list(_window(options.restricted_root, COMPLIANCE, start, day,
-                                            flagged, flagged_days)), ignore_index=True)
+                                            flagged[SUMMARY_INPUT_COLUMNS], flagged_days,
+                                            SUMMARY_INPUT_COLUMNS)), ignore_index=True)
     window_sales = pd.concat(list(_window(options.restricted_root, COMPLIANCE_SALES, start, day,
                                           sales, [])), ignore_index=True)
     tables.restricted[COMPLIANCE_SUMMARY] = compliance_summary(
@@ -164,13 +167,14 @@ def purge_compliance(options: DayOptions) -> dict[str, int]:
 
 def _window(
     root: Path, table: str, start: dt.date, day: dt.date, today: pd.DataFrame,
-    seen: list[dt.date],
+    seen: list[dt.date], columns: Sequence[str] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Earlier days' partitions in [start, day) from disk, then `today` (not yet written).
 
     Appends each day it yields to `seen`, so the caller knows how many days the window had.
     """
-    for earlier, frame in iter_partitions(root, table, start, day - dt.timedelta(days=1)):
+    for earlier, frame in iter_partitions(root, table, start, day - dt.timedelta(days=1),
+                                          columns):
         seen.append(earlier)
         yield frame
     seen.append(day)

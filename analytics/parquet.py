@@ -135,9 +135,11 @@ def check_writable(root: Path) -> None:
         _unlink_quietly(probe)
 
 
-def read_partition(root: Path, table: str, day: dt.date) -> pd.DataFrame:
-    """The day's partition of `table` as written (without the dt partition column)."""
-    return pq.read_table(_existing(root, table, day)).to_pandas()
+def read_partition(root: Path, table: str, day: dt.date,
+                   columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The day's partition of `table` as written (without the dt partition column), or only
+    `columns` of it."""
+    return pq.read_table(_existing(root, table, day), columns=columns).to_pandas()
 
 
 def read_partition_metadata(root: Path, table: str, day: dt.date) -> dict[str, str]:
@@ -170,15 +172,17 @@ def partition_files(root: Path, table: str, start: dt.date, end: dt.date
 
 
 def iter_partitions(
-    root: Path, table: str, start: dt.date, end: dt.date
+    root: Path, table: str, start: dt.date, end: dt.date,
+    columns: Sequence[str] | None = None,
 ) -> Iterator[tuple[dt.date, pd.DataFrame]]:
-    """(day, frame) for each partition with start <= day <= end, oldest first.
+    """(day, frame) for each partition with start <= day <= end, oldest first (only
+    `columns`, when given).
 
     A generator: callers that fold days into a running total hold one day at a time.
     """
     for day in partition_days(root, table):
         if start <= day <= end:
-            yield day, read_partition(root, table, day)
+            yield day, read_partition(root, table, day, columns)
 
 
 def read_range(root: Path, table: str, start: dt.date, end: dt.date) -> pd.DataFrame:
