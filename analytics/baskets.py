@@ -174,12 +174,19 @@ def _firsts(sorted_values: np.ndarray) -> np.ndarray:
     return firsts
 
 
-def _lookup(sorted_ids: np.ndarray, ids: np.ndarray, what: str) -> np.ndarray:
-    """Positions of `ids` in `sorted_ids`; every id must be there."""
+def find_positions(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position, found): where each of `ids` sits in `sorted_ids`, and whether it is there
+    (position is meaningless where it is not)."""
     position = np.searchsorted(sorted_ids, ids)
     inside = position < len(sorted_ids)
     found = inside.copy()
     found[inside] = sorted_ids[position[inside]] == ids[inside]
+    return position, found
+
+
+def _lookup(sorted_ids: np.ndarray, ids: np.ndarray, what: str) -> np.ndarray:
+    """Positions of `ids` in `sorted_ids`; every id must be there."""
+    position, found = find_positions(sorted_ids, ids)
     if not found.all():
         missing = np.unique(ids[~found])[:5].tolist()
         raise UnknownKeys(f"lines name {what}(s) not in the day's index: {missing}")

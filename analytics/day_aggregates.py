@@ -17,7 +17,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from analytics.age_groups import UNKNOWN
-from analytics.baskets import DENSE_CELLS, BasketCounter, BasketIndex
+from analytics.baskets import DENSE_CELLS, BasketCounter, BasketIndex, find_positions
 from sql.day_reads import CHUNK_ROWS, read_day
 
 CELL_COLUMNS = ["store_id", "store_name", "age_group", "category", "product_id",
@@ -97,7 +97,8 @@ def aggregate_day(
             counter.add(chunk.receipt_id, chunk.product_id, chunk.quantity, chunk.cents)
         counted, restricted = counter.finish()
 
-    cells = _named_cells(counted, store_ids, groups, products, stores)
+    cells = _named_cells(counted, store_ids, groups, products, index.product_category,
+                         categories, stores)
     sales, flagged = _compliance(receipts, restricted, age, challenge_age)
     return DayAggregates(cells, sales, flagged)
 
@@ -132,11 +133,7 @@ def _per_receipt(receipt_ids: np.ndarray, estimates: pd.DataFrame,
     """(age code, age) for each of the day's receipts: unknown and NaN without an estimate."""
     age_code = np.full(len(receipt_ids), unknown_code, dtype=np.int64)
     age = np.full(len(receipt_ids), np.nan)
-    ids = estimates["receipt_id"].to_numpy()
-    position = np.searchsorted(ids, receipt_ids)
-    inside = position < len(ids)
-    found = np.zeros(len(receipt_ids), dtype=bool)
-    found[inside] = ids[position[inside]] == receipt_ids[inside]
+    position, found = find_positions(estimates["receipt_id"].to_numpy(), receipt_ids)
     codes = estimates["age_code"].to_numpy()[position[found]]
     age_code[found] = np.where(codes >= 0, codes, unknown_code)
     age[found] = estimates["age"].to_numpy()[position[found]]
@@ -144,7 +141,8 @@ def _per_receipt(receipt_ids: np.ndarray, estimates: pd.DataFrame,
 
 
 def _named_cells(counted: pd.DataFrame, store_ids: np.ndarray, groups: Sequence[str],
-                 products: pd.DataFrame, stores: pd.DataFrame) -> pd.DataFrame:
+                 products: pd.DataFrame, category_code: np.ndarray, categories: pd.Index,
+                 stores: pd.DataFrame) -> pd.DataFrame:
     """Codes → ids and names, as categoricals built from the codes (no string is copied
     per cell)."""
     group = counted["group"].to_numpy()
@@ -152,7 +150,6 @@ def _named_cells(counted: pd.DataFrame, store_ids: np.ndarray, groups: Sequence[
     store_code = group // len(groups)
     names = stores.astype({"store_id": "int64"}).set_index("store_id")["name"]
     store_names = pd.Series(store_ids).map(names).astype(object).to_numpy()
-    category_code, categories = pd.factorize(products["category"], sort=True)
     cells = pd.DataFrame({
         "store_id": store_ids[store_code] if len(store_ids) else np.zeros(0, np.int64),
         "store_name": _codes_to_categorical(store_code, store_names),

@@ -180,9 +180,8 @@ def iter_partitions(
 
     A generator: callers that fold days into a running total hold one day at a time.
     """
-    for day in partition_days(root, table):
-        if start <= day <= end:
-            yield day, read_partition(root, table, day, columns)
+    for day, path in partition_files(root, table, start, end):
+        yield day, pq.read_table(path, columns=columns).to_pandas()
 
 
 def read_range(root: Path, table: str, start: dt.date, end: dt.date) -> pd.DataFrame:
