@@ -22,11 +22,14 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from analytics.purchases import require_columns
 
@@ -164,6 +167,58 @@ def compliance_sales(sales: pd.DataFrame, store_names: Mapping[int, str]) -> pd.
 
 
 SUMMARY_INPUT_COLUMNS = ["store_id", "cashier_id", "p_at_least_threshold", "id_checked"]
+MARK_COLUMNS = ["expected_false_flags", "flagged_id_checked", "flagged_no_id_check",
+                "flagged_check_not_recorded", "expected_false_flags_no_id_check"]
+
+
+def flag_marks(days: Iterable[pd.DataFrame | Path]) -> pd.DataFrame:
+    """Per store x cashier, what the window's flagged sales add up to (`MARK_COLUMNS`):
+    expected false flags, and flagged sales by ID-check record. `days` are compliance rows,
+    frames or Parquet files of them; only `SUMMARY_INPUT_COLUMNS` are read.
+
+    Summed in DuckDB straight from the files: a busy month holds millions of flagged rows,
+    which need never become one pandas frame.
+    """
+    select = ", ".join(f'"{c}"' for c in SUMMARY_INPUT_COLUMNS)
+    con = duckdb.connect()
+    try:
+        parts, files = [], []
+        for order, day in enumerate(days):
+            if isinstance(day, pd.DataFrame):
+                require_columns(day, SUMMARY_INPUT_COLUMNS, "compliance rows")
+                frame = day[SUMMARY_INPUT_COLUMNS].astype(
+                    {"store_id": "int64", "cashier_id": "int64",
+                     "p_at_least_threshold": "float64", "id_checked": "boolean"})
+                con.register(f"day_{order}", pa.Table.from_pandas(frame, preserve_index=False))
+                parts.append(f"SELECT {select} FROM day_{order}")
+            else:
+                files.append("'" + str(day).replace("'", "''") + "'")
+        if files:
+            parts.append(f"SELECT {select} FROM read_parquet([{', '.join(files)}])")
+        if not parts:
+            return pd.DataFrame(columns=["store_id", "cashier_id", *MARK_COLUMNS])
+        marks = con.sql(f"""
+            WITH rows AS (
+                SELECT CAST(store_id AS BIGINT) AS store_id,
+                       CAST(cashier_id AS BIGINT) AS cashier_id,
+                       CAST(p_at_least_threshold AS DOUBLE) AS p,
+                       CAST(id_checked AS BOOLEAN) AS checked
+                FROM ({" UNION ALL ".join(parts)})
+            )
+            SELECT store_id, cashier_id,
+                   coalesce(SUM(p), 0.0) AS expected_false_flags,
+                   count(*) FILTER (WHERE checked) AS flagged_id_checked,
+                   count(*) FILTER (WHERE NOT checked) AS flagged_no_id_check,
+                   count(*) FILTER (WHERE checked IS NULL) AS flagged_check_not_recorded,
+                   coalesce(SUM(p) FILTER (WHERE NOT checked), 0.0)
+                       AS expected_false_flags_no_id_check
+            FROM rows GROUP BY store_id, cashier_id
+        """).to_arrow_table().to_pandas()
+    finally:
+        con.close()
+    return marks.astype({"store_id": "int64", "cashier_id": "int64",
+                         **{c: "float64" if c.startswith("expected") else "int64"
+                            for c in MARK_COLUMNS}})
 
 
 def compliance_summary(
@@ -179,24 +234,23 @@ def compliance_summary(
     not recorded), with the false flags to expect among the unchecked ones.
     """
     require_columns(flagged, SUMMARY_INPUT_COLUMNS, "compliance rows")
+    return summarise_marks(flag_marks([flagged]), sales, window_start=window_start,
+                           window_end=window_end, window_days=window_days,
+                           challenge_age=challenge_age)
+
+
+def summarise_marks(
+    marks: pd.DataFrame, sales: pd.DataFrame, *, window_start: dt.date,
+    window_end: dt.date, window_days: int, challenge_age: float,
+) -> pd.DataFrame:
+    """`compliance_summary` from the window's `flag_marks` and its compliance_sales rows."""
+    require_columns(marks, ["store_id", "cashier_id", *MARK_COLUMNS], "flag marks")
     require_columns(sales, list(SALES_DTYPES), "compliance sales")
-    checked = flagged["id_checked"].astype("boolean")
-    marks = pd.DataFrame({
-        "store_id": flagged["store_id"].astype("int64"),
-        "cashier_id": flagged["cashier_id"].astype("int64"),
-        "expected_false_flags": flagged["p_at_least_threshold"].astype("float64"),
-        "flagged_id_checked": checked.eq(True).fillna(False).astype("int64"),
-        "flagged_no_id_check": checked.eq(False).fillna(False).astype("int64"),
-        "flagged_check_not_recorded": checked.isna().astype("int64"),
-    })
-    marks["expected_false_flags_no_id_check"] = marks["expected_false_flags"].where(
-        marks["flagged_no_id_check"] == 1, 0.0)
     names = sales.groupby("store_id")["store_name"].last()
     parts = []
     for level, keys in (("store", ["store_id"]), ("cashier", ["store_id", "cashier_id"])):
         totals = sales.groupby(keys)[["alcohol_sales", "with_age", "flagged"]].sum()
-        flags = marks.groupby(keys)[[c for c in marks.columns if c not in
-                                     ("store_id", "cashier_id")]].sum()
+        flags = marks.groupby(keys)[MARK_COLUMNS].sum()
         part = totals.join(flags, how="left").fillna(0).reset_index()
         parts.append(part.assign(level=level))
     out = pd.concat(parts, ignore_index=True)

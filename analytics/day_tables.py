@@ -11,7 +11,7 @@ restricted root.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,11 +20,11 @@ import sqlalchemy as sa
 
 from analytics.age_groups import UNKNOWN
 from analytics.compliance import (
-    SUMMARY_INPUT_COLUMNS,
     ErrorBands,
     compliance_rows,
     compliance_sales,
-    compliance_summary,
+    flag_marks,
+    summarise_marks,
 )
 from analytics.day_aggregates import aggregate_day
 from analytics.parquet import (
@@ -33,7 +33,7 @@ from analytics.parquet import (
     partition_files,
     write_partitions,
 )
-from analytics.recommendations import affinity_counts, recommendations, window_counts
+from analytics.recommendations import affinity_counts, window_recommendations
 from analytics.summaries import category_cells, sales_from_cells
 from sql.engine import with_retries
 
@@ -98,10 +98,9 @@ def build_day_tables(
     start = day - dt.timedelta(days=options.window_days - 1)
     earlier = partition_files(options.restricted_root, AFFINITY, start,
                               day - dt.timedelta(days=1))
-    counts = window_counts([*(path for _, path in earlier), affinity])
-    tables.marketing[RECOMMENDATIONS] = recommendations(
-        counts, window_start=start, window_end=day, window_days=len(earlier) + 1,
-        min_cell=options.min_cell)
+    tables.marketing[RECOMMENDATIONS] = window_recommendations(
+        [*(path for _, path in earlier), affinity], window_start=start, window_end=day,
+        window_days=len(earlier) + 1, min_cell=options.min_cell)
 
     tables.counts = {
         "receipts": int(cells["group_receipts"].sum()),
@@ -123,16 +122,15 @@ def build_day_tables(
     sales = compliance_sales(aggregates.restricted_sales, stores)
     tables.restricted[COMPLIANCE] = flagged
     tables.restricted[COMPLIANCE_SALES] = sales
-    flagged_days: list[dt.date] = []
-    # Only what the summary uses: a busy month holds millions of flagged rows.
-    window_flagged = pd.concat(list(_window(options.restricted_root, COMPLIANCE, start, day,
-                                            flagged[SUMMARY_INPUT_COLUMNS], flagged_days,
-                                            SUMMARY_INPUT_COLUMNS)), ignore_index=True)
+    # A busy month holds millions of flagged rows: DuckDB sums them from the files.
+    earlier_flagged = partition_files(options.restricted_root, COMPLIANCE, start,
+                                      day - dt.timedelta(days=1))
+    marks = flag_marks([*(path for _, path in earlier_flagged), flagged])
     window_sales = pd.concat(list(_window(options.restricted_root, COMPLIANCE_SALES, start, day,
-                                          sales, [])), ignore_index=True)
-    tables.restricted[COMPLIANCE_SUMMARY] = compliance_summary(
-        window_flagged, window_sales, window_start=start, window_end=day,
-        window_days=len(flagged_days), challenge_age=options.challenge_age)
+                                          sales)), ignore_index=True)
+    tables.restricted[COMPLIANCE_SUMMARY] = summarise_marks(
+        marks, window_sales, window_start=start, window_end=day,
+        window_days=len(earlier_flagged) + 1, challenge_age=options.challenge_age)
     return tables
 
 
@@ -167,15 +165,8 @@ def purge_compliance(options: DayOptions) -> dict[str, int]:
 
 def _window(
     root: Path, table: str, start: dt.date, day: dt.date, today: pd.DataFrame,
-    seen: list[dt.date], columns: Sequence[str] | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """Earlier days' partitions in [start, day) from disk, then `today` (not yet written).
-
-    Appends each day it yields to `seen`, so the caller knows how many days the window had.
-    """
-    for earlier, frame in iter_partitions(root, table, start, day - dt.timedelta(days=1),
-                                          columns):
-        seen.append(earlier)
+    """Earlier days' partitions in [start, day) from disk, then `today` (not yet written)."""
+    for _, frame in iter_partitions(root, table, start, day - dt.timedelta(days=1)):
         yield frame
-    seen.append(day)
     yield today

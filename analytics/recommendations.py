@@ -106,45 +106,20 @@ def window_counts(days: Iterable[pd.DataFrame | Path]) -> pd.DataFrame:
 
     DuckDB scans the files and sums in one multi-threaded pass, which for a large chain (28
     days of 1.7 M rows each) takes seconds where a pandas fold took tens of seconds and
-    three times the memory. Names are taken from the latest day a key appears in.
+    three times the memory. Each store's and product's name is the one of the latest day
+    it appears in.
     """
-    columns = list(AFFINITY_DTYPES)
-    select = ", ".join(f'"{c}"' for c in columns)
-    files: list[str] = []
-    file_orders: list[int] = []
     con = duckdb.connect()
     try:
-        parts = []
-        for order, day in enumerate(days):
-            if isinstance(day, pd.DataFrame):
-                con.register(f"day_{order}", pa.Table.from_pandas(day[columns],
-                                                                  preserve_index=False))
-                parts.append(f"SELECT {select}, {order} AS day_order FROM day_{order}")
-            else:
-                files.append(str(day))
-                file_orders.append(order)
-        if files:  # one scan of all files; each row's order from its file's place in the list
-            parts.append(f"SELECT {select}, list_extract($orders, list_position($files, "
-                         "filename)) AS day_order "
-                         "FROM read_parquet($files, filename = true)")
-        if not parts:
-            return _typed(pd.DataFrame(columns=columns), AFFINITY_DTYPES)
-        keys = ", ".join(KEYS)
-        sql = f"""
-            SELECT {keys},
-                   arg_max(store_name, day_order) AS store_name,
-                   arg_max(product_name, day_order) AS product_name,
-                   CAST(SUM(receipts) AS BIGINT) AS receipts,
-                   CAST(SUM(items) AS BIGINT) AS items,
-                   SUM(revenue) AS revenue
-            FROM ({" UNION ALL ".join(parts)})
-            GROUP BY {keys}
-        """
-        params = {"files": files, "orders": file_orders} if files else {}
-        frame = con.sql(sql, params=params).to_arrow_table().to_pandas()
+        if not _register_window(con, days):
+            return _typed(pd.DataFrame(columns=list(AFFINITY_DTYPES)), AFFINITY_DTYPES)
+        frame = con.sql("""
+            SELECT w.*, s.store_name, p.product_name FROM window_sums w
+            LEFT JOIN store_names s USING (store_id) LEFT JOIN product_names p USING (product_id)
+        """).to_arrow_table()
     finally:
         con.close()
-    return _typed(frame, AFFINITY_DTYPES)
+    return _typed(frame.to_pandas(), AFFINITY_DTYPES)
 
 
 def recommendations(
@@ -166,50 +141,174 @@ def recommendations(
     (confidence z each): the smallest lift both samples allow, so an item few people buy at
     all cannot top a list on the strength of a handful of receipts. Kept: known age
     groups, lift > 1, receipts >= max(min_cell, min_support); ranked by lift_low (ties: more
-    receipts first), `top` rows per scope x store x age group x level. Aggregates only.
+    receipts first, then category and product id, so reruns rank alike), `top` rows per
+    scope x store x age group x level. Aggregates only.
+
+    `counts` are affinity counts already summed over the window (`window_counts`);
+    `window_recommendations` sums and ranks in one pass.
     """
+    require_columns(counts, list(AFFINITY_DTYPES), "affinity counts")
+    return window_recommendations(
+        [counts], window_start=window_start, window_end=window_end, window_days=window_days,
+        min_cell=min_cell, min_support=min_support, z=z, top=top)
+
+
+def window_recommendations(
+    days: Iterable[pd.DataFrame | Path],
+    *,
+    window_start: dt.date,
+    window_end: dt.date,
+    window_days: int,
+    min_cell: int,
+    min_support: int = DEFAULT_MIN_SUPPORT,
+    z: float = DEFAULT_Z,
+    top: int | None = DEFAULT_TOP,
+) -> pd.DataFrame:
+    """`recommendations` over the sum of daily affinity counts (frames or Parquet files,
+    oldest first), computed inside DuckDB: the window's tens of millions of rows never
+    become a pandas frame, and only the kept rows leave the database."""
     if min_cell < 1 or min_support < 1:
         raise ValueError("min_cell and min_support must be at least 1")
-    require_columns(counts, list(AFFINITY_DTYPES), "affinity counts")
-    # Sentinels instead of nulls in join keys (chain rows have no store, category rows no
-    # product): null keys do not reliably match in joins. Put back as nulls at the end.
-    scoped = pd.concat([counts.assign(scope=STORE_SCOPE), _chain_rows(counts)],
-                       ignore_index=True)
-    scoped["store_id"] = scoped["store_id"].astype("Float64").fillna(_NO_ID).astype("int64")
-    scoped["product_id"] = scoped["product_id"].astype("Float64").fillna(_NO_ID).astype(
-        "int64")
-    scope_keys = ["scope", "store_id"]
-    groups = scoped[scoped["level"] == GROUP]
-    group_size = groups.groupby([*scope_keys, "age_group"])["receipts"].sum().rename(
-        "group_receipts")
-    scope_size = groups.groupby(scope_keys)["receipts"].sum().rename("base_total")
-    items = scoped[scoped["level"] != GROUP]
-    item_keys = [*scope_keys, "level", "category", "product_id"]
-    base = items.groupby(item_keys)["receipts"].sum().rename("base_receipts")
-
-    rows = (items.join(group_size, on=[*scope_keys, "age_group"])
-            .join(scope_size, on=scope_keys).join(base, on=item_keys))
-    rows = rows[rows["age_group"] != UNKNOWN]
-    rows["share"] = rows["receipts"] / rows["group_receipts"]
-    rows["base_share"] = rows["base_receipts"] / rows["base_total"]
-    rows["lift"] = rows["share"] / rows["base_share"]
-    group_low, _ = wilson_interval(rows["receipts"], rows["group_receipts"], z)
-    _, base_high = wilson_interval(rows["base_receipts"], rows["base_total"], z)
-    rows["lift_low"] = group_low / base_high
-    keep = (rows["lift"] > 1) & (rows["receipts"] >= max(min_cell, min_support))
-    rows = rows[keep].sort_values(
-        [*scope_keys, "age_group", "level", "lift_low", "receipts"],
-        ascending=[True, True, True, True, False, False], kind="stable",
-        key=lambda col: col.map(age_order) if col.name == "age_group" else col)
-    rows["rank"] = rows.groupby([*scope_keys, "age_group", "level"]).cumcount() + 1
-    if top is not None:
-        rows = rows[rows["rank"] <= top]
-    rows = rows.assign(
-        store_id=rows["store_id"].astype("Int64").mask(rows["store_id"] == _NO_ID),
-        product_id=rows["product_id"].astype("Int64").mask(rows["product_id"] == _NO_ID),
-        window_start=window_start, window_end=window_end, window_days=window_days)
-    return _typed(rows[list(RECOMMENDATION_DTYPES)], RECOMMENDATION_DTYPES).reset_index(
+    if top is not None and top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
+    con = duckdb.connect()
+    try:
+        if not _register_window(con, days):
+            frame = pd.DataFrame(columns=list(RECOMMENDATION_DTYPES))
+        else:
+            params = {"z": z, "min_receipts": max(min_cell, min_support),
+                      "top": top if top is not None else 2**62, "no_id": _NO_ID,
+                      "unknown": UNKNOWN, "store": STORE_SCOPE, "chain": CHAIN_SCOPE}
+            frame = con.sql(_RECOMMEND_SQL, params=params).to_arrow_table().to_pandas()
+    finally:
+        con.close()
+    frame = frame.assign(window_start=window_start, window_end=window_end,
+                         window_days=window_days)
+    return _typed(frame[list(RECOMMENDATION_DTYPES)], RECOMMENDATION_DTYPES).reset_index(
         drop=True)
+
+
+def _register_window(con: duckdb.DuckDBPyConnection, days: Iterable[pd.DataFrame | Path]
+                     ) -> bool:
+    """Fill three tables in `con` from `days`, or return False when there are none:
+    `window_sums` (KEYS and summed receipts, items, revenue), and the names as of the
+    latest day an id appears in, `product_names` and `store_names` (from group rows, which
+    every store with receipts has). Names are looked up by id, not summed with the keys:
+    carrying two strings through the 45 M-row sum would cost more than the sum itself."""
+    columns = list(AFFINITY_DTYPES)
+    select = ", ".join(f'"{c}"' for c in columns)
+    files: list[str] = []
+    file_orders: list[int] = []
+    parts = []
+    for order, day in enumerate(days):
+        if isinstance(day, pd.DataFrame):
+            con.register(f"day_{order}", pa.Table.from_pandas(day[columns], preserve_index=False))
+            parts.append(f"SELECT {select}, {order} AS day_order FROM day_{order}")
+        else:
+            files.append(str(day))
+            file_orders.append(order)
+    if files:  # one scan of all files; each row's order from its file's place in the list
+        quoted = ", ".join(_sql_string(f) for f in files)
+        parts.append(f"SELECT {select}, list_extract({file_orders}, list_position([{quoted}], "
+                     f"filename)) AS day_order FROM read_parquet([{quoted}], filename = true)")
+    if not parts:
+        return False
+    con.execute(f"CREATE TEMP VIEW days AS {' UNION ALL '.join(parts)}")
+    keys = ", ".join(KEYS)
+    con.execute(f"""
+        CREATE TEMP TABLE window_sums AS
+        SELECT {keys}, CAST(SUM(receipts) AS BIGINT) AS receipts,
+               CAST(SUM(items) AS BIGINT) AS items, SUM(revenue) AS revenue
+        FROM days GROUP BY {keys}
+    """)
+    con.execute("""
+        CREATE TEMP TABLE product_names AS
+        SELECT product_id, arg_max(product_name, day_order) AS product_name
+        FROM days WHERE level = 'product' GROUP BY product_id
+    """)
+    con.execute("""
+        CREATE TEMP TABLE store_names AS
+        SELECT store_id, arg_max(store_name, day_order) AS store_name
+        FROM days WHERE level = 'group' GROUP BY store_id
+    """)
+    return True
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# The arithmetic of `recommendations`, over the table `window_sums`. Chain rows add up the
+# stores (a receipt belongs to one store). Sentinels ($no_id) stand in for "no store" and
+# "no product" in join keys and become nulls again at the end.
+_RECOMMEND_SQL = """
+WITH scoped AS (
+    SELECT $store AS scope, coalesce(store_id, $no_id) AS store_id, age_group, level,
+           category, coalesce(product_id, $no_id) AS product_id, receipts, items, revenue
+    FROM window_sums
+    UNION ALL
+    SELECT $chain, $no_id, age_group, level, category, coalesce(product_id, $no_id),
+           SUM(receipts), SUM(items), SUM(revenue)
+    FROM window_sums
+    GROUP BY age_group, level, category, coalesce(product_id, $no_id)
+),
+groups AS (
+    SELECT scope, store_id, age_group, SUM(receipts) AS group_receipts
+    FROM scoped WHERE level = 'group' GROUP BY ALL
+),
+totals AS (
+    SELECT scope, store_id, SUM(group_receipts) AS base_total FROM groups GROUP BY ALL
+),
+base AS (
+    SELECT scope, store_id, level, category, product_id, SUM(receipts) AS base_receipts
+    FROM scoped WHERE level <> 'group' GROUP BY ALL
+),
+shares AS (
+    SELECT i.*, g.group_receipts, t.base_total, b.base_receipts,
+           i.receipts::DOUBLE / g.group_receipts AS share,
+           b.base_receipts::DOUBLE / t.base_total AS base_share
+    FROM scoped i
+    JOIN groups g USING (scope, store_id, age_group)
+    JOIN totals t USING (scope, store_id)
+    JOIN base b USING (scope, store_id, level, category, product_id)
+    WHERE i.level <> 'group' AND i.age_group <> $unknown
+),
+bounds AS (
+    SELECT *, share / base_share AS lift,
+           -- Wilson score interval: centre -/+ margin, over 1 + z^2/n, clipped to [0, 1]
+           greatest(0.0, least(1.0,
+               (share + $z * $z / (2 * group_receipts)
+                - $z * sqrt(greatest(0.0, share * (1 - share) / group_receipts
+                                     + $z * $z / (4.0 * group_receipts * group_receipts))))
+               / (1 + $z * $z / group_receipts))) AS share_low,
+           greatest(0.0, least(1.0,
+               (base_share + $z * $z / (2 * base_total)
+                + $z * sqrt(greatest(0.0, base_share * (1 - base_share) / base_total
+                                     + $z * $z / (4.0 * base_total * base_total))))
+               / (1 + $z * $z / base_total))) AS base_high
+    FROM shares
+    WHERE group_receipts > 0 AND base_total > 0
+),
+ranked AS (
+    SELECT *, share_low / base_high AS lift_low,
+           row_number() OVER (PARTITION BY scope, store_id, age_group, level
+                              ORDER BY share_low / base_high DESC, receipts DESC,
+                                       category, product_id) AS rank
+    FROM bounds
+    WHERE lift > 1 AND receipts >= $min_receipts
+)
+SELECT r.scope, nullif(r.store_id, $no_id) AS store_id, s.store_name, r.age_group, r.level,
+       r.category, nullif(r.product_id, $no_id) AS product_id, p.product_name, r.rank,
+       r.receipts, r.items, r.revenue, r.group_receipts, r.share, r.base_share, r.lift,
+       r.lift_low
+FROM ranked r
+LEFT JOIN store_names s ON s.store_id = r.store_id AND r.scope = $store
+LEFT JOIN product_names p ON p.product_id = r.product_id
+WHERE r.rank <= $top
+ORDER BY r.scope, r.store_id,
+         coalesce(TRY_CAST(regexp_extract(r.age_group, '^[0-9]+') AS BIGINT), 1000000000),
+         r.level, r.rank
+"""
 
 
 def age_order(label: str) -> int:
@@ -236,15 +335,6 @@ def wilson_interval(
     empty = ~(n > 0)
     return (np.where(empty, 0.0, np.clip(low, 0.0, 1.0)),
             np.where(empty, 1.0, np.clip(high, 0.0, 1.0)))
-
-
-def _chain_rows(counts: pd.DataFrame) -> pd.DataFrame:
-    """All stores together: a receipt belongs to one store, so store counts add up."""
-    keys = ["age_group", "level", "category", "product_id"]
-    chain = counts.groupby(keys, dropna=False, sort=False).agg(
-        product_name=("product_name", "last"), receipts=("receipts", "sum"),
-        items=("items", "sum"), revenue=("revenue", "sum")).reset_index()
-    return chain.assign(scope=CHAIN_SCOPE, store_id=pd.NA, store_name=pd.NA)
 
 
 def _plain(frame: pd.DataFrame) -> pd.DataFrame:

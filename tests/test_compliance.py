@@ -17,6 +17,7 @@ from analytics.compliance import (
     ErrorBands,
     ModelCardError,
     compliance_summary,
+    flag_marks,
     p_at_least,
 )
 from analytics.day_tables import (
@@ -82,6 +83,27 @@ def test_summary_per_store_and_cashier():
     store = summary[summary["level"] == "store"].set_index("store_id")
     assert store.loc[1, "alcohol_sales"] == 15 and store.loc[1, "flagged"] == 3
     assert store["cashier_id"].isna().all() and store.loc[2, "store_name"] == "R"
+
+
+def test_flag_marks_sum_files_and_frames_alike(tmp_path):
+    days = [pd.DataFrame({
+        "store_id": [1, 1, 2], "cashier_id": [101, 102, 201],
+        "p_at_least_threshold": [0.1 * (i + 1), 0.2, 0.4],
+        "id_checked": pd.array(checks, dtype="boolean"), "age": [20.0, 21.0, 22.0]})
+        for i, checks in enumerate([[True, False, None], [None, None, None], [False] * 3])]
+    for i, frame in enumerate(days[:2]):  # the second day's id_checked is all null
+        write_partition(tmp_path, COMPLIANCE, FIRST_DAY + dt.timedelta(days=i), frame, {})
+    files = sorted(tmp_path.glob(f"{COMPLIANCE}/*/*.parquet"))
+    marks = flag_marks([*files, days[2]]).set_index(["store_id", "cashier_id"]).sort_index()
+    assert marks.loc[(1, 101)].to_dict() == pytest.approx({
+        "expected_false_flags": 0.1 + 0.2 + 0.3, "flagged_id_checked": 1,
+        "flagged_no_id_check": 1, "flagged_check_not_recorded": 1,
+        "expected_false_flags_no_id_check": 0.3})
+    assert marks.loc[(2, 201), "flagged_check_not_recorded"] == 2
+    together = flag_marks([pd.concat(days, ignore_index=True)])
+    pd.testing.assert_frame_equal(marks.reset_index(), together.sort_values(
+        ["store_id", "cashier_id"], ignore_index=True))
+    assert flag_marks([]).empty
 
 
 def test_month_flags_exactly_the_planted_sales(month):

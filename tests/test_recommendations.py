@@ -18,6 +18,7 @@ from analytics.recommendations import (
     recommendations,
     wilson_interval,
     window_counts,
+    window_recommendations,
 )
 from sql.engine import make_engine
 from sql.queries import purchase_lines_for_day
@@ -108,6 +109,25 @@ def test_chain_rows_add_up_the_stores():
     assert energy["receipts"].tolist() == [600] and energy["group_receipts"].tolist() == [2000]
     stores = recs[recs["scope"] == "store"]
     assert sorted(stores["store_id"].unique().tolist()) == [1, 2]
+
+
+def test_window_recommendations_equal_ranking_the_summed_window(tmp_path):
+    rng = np.random.default_rng(3)
+    days = []
+    for i in range(4):  # four days of noisy counts over two stores
+        day = pd.concat([_shop(), _shop().assign(store_id=2, store_name="Riverside")])
+        days.append(day.assign(receipts=day["receipts"] + rng.integers(0, 30, len(day)),
+                               store_name=day["store_name"] + f" v{i}"))
+    for i, frame in enumerate(days[:3]):
+        write_partition(tmp_path, AFFINITY, FIRST_DAY + dt.timedelta(days=i), frame, {})
+    files = [path for _, path in partition_files(tmp_path, AFFINITY, FIRST_DAY, LAST_DAY)]
+    options = {"min_cell": 5, "min_support": 5, "top": 2, **WINDOW}
+    got = window_recommendations([*files, days[3]], **options)
+    expected = recommendations(window_counts(days), **options)
+    pd.testing.assert_frame_equal(got, expected)
+    assert (got["rank"] <= 2).all() and got["rank"].max() == 2
+    assert set(got["store_name"].dropna()) == {"Northgate v3", "Riverside v3"}  # the latest
+    assert window_recommendations([], **options).empty
 
 
 def test_affinity_counts_and_window_sums(tmp_path):
