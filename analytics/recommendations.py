@@ -6,10 +6,11 @@ Two steps, because the window outlives one night:
    items and revenue per store x age group at three levels: the group itself, each category
    and each product. Its small cells are not suppressed: summed over 28 days they become the
    large cells that marketing may see. It belongs to the restricted root.
-2. `recommendations` sums the window's daily counts (`window_counts`), adds chain-wide rows,
-   and keeps, per store (and chain-wide) and age group, the categories and products whose
-   share of the group's receipts beats the base share, ranked by a lower confidence bound
-   on that lift. Every row has at least max(min_cell, min_support) receipts.
+2. `window_recommendations` sums the window's daily counts (in DuckDB, from the files),
+   adds chain-wide rows, and keeps, per store (and chain-wide) and age group, the
+   categories and products whose share of the group's receipts beats the base share,
+   ranked by a lower confidence bound on that lift. Every row has at least
+   max(min_cell, min_support) receipts.
 
 Why a lower bound: a group with 12 receipts that happen to hold 3 energy drinks shows a
 lift of 5 that means little; the Wilson lower bound for 3 of 12 is far lower than the bound
