@@ -459,6 +459,33 @@ def test_mtcnn_picks_the_largest_of_two_faces(mtcnn):
 
 
 @pytest.mark.slow
+def test_compiled_networks_find_what_mtcnn_itself_finds(mtcnn):
+    """Our detector runs mtcnn's networks as traced graphs; mtcnn as shipped runs them op by
+    op. On the same shrunk scenes both must return the same faces."""
+    import importlib.resources
+
+    from mtcnn import MTCNN
+    from mtcnn.stages import StageONet, StagePNet, StageRNet
+
+    weights = importlib.resources.files("mtcnn.assets.weights")
+    plain = MTCNN(stages=[StagePNet(weights=str(weights / "pnet.lz4")),
+                          StageRNet(weights=str(weights / "rnet.lz4")),
+                          StageONet(weights=str(weights / "onet.lz4"))])
+    rng = np.random.default_rng(11)
+    faces = available_demo_faces()
+    scenes = [render_checkout_scene(faces[i % len(faces)][0], rng, second_face=i % 2 == 0).image
+              for i in range(6)]
+    small = [mtcnn._shrink(scene)[0] for scene in scenes]
+    ours = mtcnn._model().detect_faces(small, min_face_size=20)
+    theirs = plain.detect_faces(small, min_face_size=20)
+    assert sum(len(found) for found in ours) >= 6
+    for a, b in zip(ours, theirs, strict=True):
+        assert [f["box"] for f in a] == [f["box"] for f in b]
+        np.testing.assert_allclose([f["confidence"] for f in a],
+                                   [f["confidence"] for f in b], atol=1e-5)
+
+
+@pytest.mark.slow
 def test_bad_photos_layout_outcomes(mtcnn, photo_root):
     """The outcomes `write_bad_photos` promises other tests really happen."""
     root, expected = photo_root
