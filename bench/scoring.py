@@ -1,7 +1,9 @@
 """Scoring throughput and memory: photos on disk → Parquet, next to the model alone.
 
 Measured in one run, on this machine:
-- model-only forward throughput (faces already in memory) at the job's batch size;
+- model-only forward throughput (faces already in memory) at the job's batch size, through
+  the same `predict_faces` the job uses (so with the mirror average when the shipped
+  model's card asks for it: two forward passes per face);
 - the nightly job on demo days of N_SMALL and N_LARGE photos: photos/s of the scoring
   pipeline (from the run marker, model load excluded) and peak RSS of the whole process;
 - the same with --photos-are-faces (no face detection), to show what detection costs;

@@ -35,10 +35,19 @@ class ModelFileError(ValueError):
 
 @dataclass
 class AgeModel:
-    """A loaded age model: Keras model plus its card, with batched prediction."""
+    """A loaded age model: Keras model plus its card, with batched prediction.
+
+    With `mirror`, each estimate is the mean of the model's estimates for the face and its
+    mirror image. Faces are left-right symmetric and the models learn with flipped faces, so
+    the two estimates err partly independently: their mean is about 0.15 years more accurate
+    (test MAE 5.79 -> 5.64 for the 20261129-191434 model) for twice the arithmetic. A model's
+    card says whether its figures were measured that way (`prediction.mirror_average`), and
+    `load_model` follows it, so the card's error figures hold for the ages it produces.
+    """
 
     keras_model: Any
     card: dict[str, Any] = field(default_factory=dict)
+    mirror: bool = False
     _predict_fn: Any = None
 
     @property
@@ -61,16 +70,13 @@ class AgeModel:
         Every call runs at one fixed batch shape (the last batch is padded), so the graph is
         traced once per process instead of once per distinct batch length.
         """
-        import tensorflow as tf
-
         if faces.ndim != 4 or faces.shape[1:] != (self.image_size, self.image_size, 3):
             raise ValueError(
                 f"expected faces of shape (N, {self.image_size}, {self.image_size}, 3), "
                 f"got {faces.shape}"
             )
         if self._predict_fn is None:
-            model = self.keras_model
-            self._predict_fn = tf.function(lambda x: model(x, training=False))
+            self._predict_fn = _prediction_graph(self.keras_model, self.mirror)
         out = np.empty(len(faces), dtype=np.float32)
         for start in range(0, len(faces), batch_size):
             chunk = faces[start : start + batch_size].astype(np.float32)
@@ -78,8 +84,25 @@ class AgeModel:
             if n < batch_size:
                 pad = np.zeros((batch_size - n, *chunk.shape[1:]), np.float32)
                 chunk = np.concatenate([chunk, pad])
-            out[start : start + n] = np.asarray(self._predict_fn(chunk))[:n, 0]
+            out[start : start + n] = np.asarray(self._predict_fn(chunk))[:n]
         return out
+
+
+def _prediction_graph(model: Any, mirror: bool) -> Any:
+    """Ages (N,) for a float batch (N, S, S, 3), as one traced graph; with `mirror`, the
+    batch and its mirror images go through the model together and their estimates are
+    averaged."""
+    import tensorflow as tf
+
+    @tf.function
+    def predict(x: Any) -> Any:
+        if not mirror:
+            return model(x, training=False)[:, 0]
+        n = tf.shape(x)[0]
+        ages = model(tf.concat([x, tf.reverse(x, axis=[2])], axis=0), training=False)[:, 0]
+        return (ages[:n] + ages[n:]) / 2
+
+    return predict
 
 
 def save_model(age_model: Any, path: Path, card: dict[str, Any]) -> Path:
@@ -145,7 +168,8 @@ def load_model(path: Path | None = None, *, mixed_precision: bool | None = None)
     if len(weights) != len(expected):
         raise ModelFileError(f"{path}: weights do not match the architecture")
     model.set_weights([w.astype(e.dtype) for w, e in zip(weights, expected)])
-    return AgeModel(model, card)
+    mirror = bool(card.get("prediction", {}).get("mirror_average", False))
+    return AgeModel(model, card, mirror=mirror)
 
 
 def _mixed_backbone(architecture: dict[str, Any]) -> None:

@@ -229,6 +229,9 @@ def train(
         + ("softmax over ages 0-100, expected value (DEX)" if config.head == "dex"
            else "Dense(1, relu)"),
         "preprocessing": "RGB 0-255 in; scaling inside the model",
+        "prediction": {"mirror_average": True,
+                       "note": "each age is the mean of the estimates for the face and its "
+                               "mirror image; the metrics below were measured so"},
         "recipe": {**asdict(config), "optimizer": "AdamW + cosine decay with warmup",
                    "augmentation": "flip, scale/translate crop, brightness, contrast, "
                                    "saturation, 10% grayscale",
@@ -284,7 +287,7 @@ def _final_metrics(age_model, val_df, test_df, config: TrainConfig) -> dict[str,
     from models.persist import AgeModel
     from models.predict import predict_files
 
-    model = AgeModel(age_model)
+    model = AgeModel(age_model, mirror=True)  # as the card says: see AgeModel
     out: dict[str, Any] = {}
     for name, df in (("val", val_df), ("test", test_df)):
         if len(df) == 0:

@@ -77,6 +77,25 @@ def test_save_load_round_trip_keeps_predictions_and_card(tiny_models, tmp_path):
     np.testing.assert_allclose(after, before, atol=0.05)
 
 
+def test_mirror_average_follows_the_card(tiny_models, tmp_path):
+    from models.persist import load_model, save_model
+
+    _, age_model = tiny_models
+    card = {"version": "t2", "prediction": {"mirror_average": True}}
+    loaded = load_model(save_model(age_model, tmp_path / "m.ageseg", card))
+    assert loaded.mirror
+    faces = np.random.default_rng(4).integers(0, 255, (3, SIZE, SIZE, 3), dtype=np.uint8)
+    plain = np.asarray(age_model(faces.astype("float32"), training=False))[:, 0]
+    mirrored = np.asarray(age_model(faces[:, :, ::-1].astype("float32"), training=False))[:, 0]
+    assert np.abs(plain - mirrored).max() > 0.01  # the untrained model is not symmetric...
+    ages = loaded.predict_faces(faces, batch_size=2)
+    np.testing.assert_allclose(ages, (plain + mirrored) / 2, atol=0.05)
+    # ... but the mirror average is: a face and its mirror image get the same age
+    np.testing.assert_allclose(loaded.predict_faces(faces[:, :, ::-1].copy(), batch_size=2),
+                               ages, atol=1e-4)
+    assert not load_model(save_model(age_model, tmp_path / "p.ageseg", {"version": "t3"})).mirror
+
+
 def test_mixed_precision_load_runs_the_backbone_in_float16_and_the_head_in_float32(
         tiny_models, tmp_path):
     """What a GPU node gets by default; forced here on the CPU to check the rewiring."""
@@ -186,6 +205,7 @@ def test_training_learns_and_resumes_after_kill(tmp_path):
     # per-band validation error, which the compliance report's expected false flags need
     assert set(card["metrics"]["by_band"]) >= {"0-12", "25-34", "65+"}
     assert card["training"]["samples_seen"] == len(history) * 5 * 8  # epochs x steps x batch
+    assert card["prediction"]["mirror_average"] is True  # the metrics were measured so
     assert (ckpt / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
