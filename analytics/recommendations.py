@@ -25,6 +25,7 @@ import datetime as dt
 import itertools
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -123,35 +124,11 @@ def window_counts(days: Iterable[pd.DataFrame | Path]) -> pd.DataFrame:
     return _typed(frame.to_pandas(), AFFINITY_DTYPES)
 
 
-def recommendations(
-    counts: pd.DataFrame,
-    *,
-    window_start: dt.date,
-    window_end: dt.date,
-    window_days: int,
-    min_cell: int,
-    min_support: int = DEFAULT_MIN_SUPPORT,
-    z: float = DEFAULT_Z,
-    top: int | None = DEFAULT_TOP,
-) -> pd.DataFrame:
-    """Per scope (each store, and the chain), age group and level, what the group over-buys.
-
-    share = the item's receipts / the group's receipts; base_share = the same for all
-    shoppers of the scope (every age group, "unknown" included); lift = share / base_share;
-    lift_low = the Wilson lower bound of share over the Wilson upper bound of base_share
-    (confidence z each): the smallest lift both samples allow, so an item few people buy at
-    all cannot top a list on the strength of a handful of receipts. Kept: known age
-    groups, lift > 1, receipts >= max(min_cell, min_support); ranked by lift_low (ties: more
-    receipts first, then category and product id, so reruns rank alike), `top` rows per
-    scope x store x age group x level. Aggregates only.
-
-    `counts` are affinity counts already summed over the window (`window_counts`);
-    `window_recommendations` sums and ranks in one pass.
-    """
+def recommendations(counts: pd.DataFrame, **options: Any) -> pd.DataFrame:
+    """`window_recommendations` for affinity counts already summed over the window
+    (`window_counts`); the keyword options are the same."""
     require_columns(counts, list(AFFINITY_DTYPES), "affinity counts")
-    return window_recommendations(
-        [counts], window_start=window_start, window_end=window_end, window_days=window_days,
-        min_cell=min_cell, min_support=min_support, z=z, top=top)
+    return window_recommendations([counts], **options)
 
 
 def window_recommendations(
@@ -165,9 +142,21 @@ def window_recommendations(
     z: float = DEFAULT_Z,
     top: int | None = DEFAULT_TOP,
 ) -> pd.DataFrame:
-    """`recommendations` over the sum of daily affinity counts (frames or Parquet files,
-    oldest first), computed inside DuckDB: the window's tens of millions of rows never
-    become a pandas frame, and only the kept rows leave the database."""
+    """Per scope (each store, and the chain), age group and level, what the group over-buys,
+    over the sum of daily affinity counts (frames or Parquet files, oldest first).
+
+    share = the item's receipts / the group's receipts; base_share = the same for all
+    shoppers of the scope (every age group, "unknown" included); lift = share / base_share;
+    lift_low = the Wilson lower bound of share over the Wilson upper bound of base_share
+    (confidence z each): the smallest lift both samples allow, so an item few people buy at
+    all cannot top a list on the strength of a handful of receipts. Kept: known age
+    groups, lift > 1, receipts >= max(min_cell, min_support); ranked by lift_low (ties: more
+    receipts first, then category and product id, so reruns rank alike), `top` rows per
+    scope x store x age group x level. Aggregates only.
+
+    Computed inside DuckDB: the window's tens of millions of rows never become a pandas
+    frame, and only the kept rows leave the database.
+    """
     if min_cell < 1 or min_support < 1:
         raise ValueError("min_cell and min_support must be at least 1")
     if top is not None and top < 1:
