@@ -29,8 +29,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
+from analytics.parquet import union_days_sql
 from analytics.purchases import require_columns
 
 SIGMA_PER_MAE = math.sqrt(math.pi / 2)
@@ -179,23 +179,11 @@ def flag_marks(days: Iterable[pd.DataFrame | Path]) -> pd.DataFrame:
     Summed in DuckDB straight from the files: a busy month holds millions of flagged rows,
     which need never become one pandas frame.
     """
-    select = ", ".join(f'"{c}"' for c in SUMMARY_INPUT_COLUMNS)
     con = duckdb.connect()
     try:
-        parts, files = [], []
-        for order, day in enumerate(days):
-            if isinstance(day, pd.DataFrame):
-                require_columns(day, SUMMARY_INPUT_COLUMNS, "compliance rows")
-                frame = day[SUMMARY_INPUT_COLUMNS].astype(
-                    {"store_id": "int64", "cashier_id": "int64",
-                     "p_at_least_threshold": "float64", "id_checked": "boolean"})
-                con.register(f"day_{order}", pa.Table.from_pandas(frame, preserve_index=False))
-                parts.append(f"SELECT {select} FROM day_{order}")
-            else:
-                files.append("'" + str(day).replace("'", "''") + "'")
-        if files:
-            parts.append(f"SELECT {select} FROM read_parquet([{', '.join(files)}])")
-        if not parts:
+        union = union_days_sql(con, [_summary_input(d) if isinstance(d, pd.DataFrame) else d
+                                     for d in days], SUMMARY_INPUT_COLUMNS)
+        if union is None:
             return pd.DataFrame(columns=["store_id", "cashier_id", *MARK_COLUMNS])
         marks = con.sql(f"""
             WITH rows AS (
@@ -203,7 +191,7 @@ def flag_marks(days: Iterable[pd.DataFrame | Path]) -> pd.DataFrame:
                        CAST(cashier_id AS BIGINT) AS cashier_id,
                        CAST(p_at_least_threshold AS DOUBLE) AS p,
                        CAST(id_checked AS BOOLEAN) AS checked
-                FROM ({" UNION ALL ".join(parts)})
+                FROM ({union})
             )
             SELECT store_id, cashier_id,
                    coalesce(SUM(p), 0.0) AS expected_false_flags,
@@ -221,6 +209,13 @@ def flag_marks(days: Iterable[pd.DataFrame | Path]) -> pd.DataFrame:
                             for c in MARK_COLUMNS}})
 
 
+def _summary_input(flagged: pd.DataFrame) -> pd.DataFrame:
+    require_columns(flagged, SUMMARY_INPUT_COLUMNS, "compliance rows")
+    return flagged[SUMMARY_INPUT_COLUMNS].astype(
+        {"store_id": "int64", "cashier_id": "int64", "p_at_least_threshold": "float64",
+         "id_checked": "boolean"})
+
+
 def compliance_summary(
     flagged: pd.DataFrame, sales: pd.DataFrame, *, window_start: dt.date,
     window_end: dt.date, window_days: int, challenge_age: float,
@@ -233,7 +228,6 @@ def compliance_summary(
     explain. Flagged sales are split by the till's ID-check record (checked, not checked,
     not recorded), with the false flags to expect among the unchecked ones.
     """
-    require_columns(flagged, SUMMARY_INPUT_COLUMNS, "compliance rows")
     return summarise_marks(flag_marks([flagged]), sales, window_start=window_start,
                            window_end=window_end, window_days=window_days,
                            challenge_age=challenge_age)

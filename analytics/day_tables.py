@@ -96,8 +96,8 @@ def build_day_tables(
     tables.restricted[AFFINITY] = affinity
 
     start = day - dt.timedelta(days=options.window_days - 1)
-    earlier = partition_files(options.restricted_root, AFFINITY, start,
-                              day - dt.timedelta(days=1))
+    yesterday = day - dt.timedelta(days=1)
+    earlier = partition_files(options.restricted_root, AFFINITY, start, yesterday)
     tables.marketing[RECOMMENDATIONS] = window_recommendations(
         [*(path for _, path in earlier), affinity], window_start=start, window_end=day,
         window_days=len(earlier) + 1, min_cell=options.min_cell)
@@ -123,8 +123,7 @@ def build_day_tables(
     tables.restricted[COMPLIANCE] = flagged
     tables.restricted[COMPLIANCE_SALES] = sales
     # A busy month holds millions of flagged rows: DuckDB sums them from the files.
-    earlier_flagged = partition_files(options.restricted_root, COMPLIANCE, start,
-                                      day - dt.timedelta(days=1))
+    earlier_flagged = partition_files(options.restricted_root, COMPLIANCE, start, yesterday)
     marks = flag_marks([*(path for _, path in earlier_flagged), flagged])
     window_sales = pd.concat(list(_window(options.restricted_root, COMPLIANCE_SALES, start, day,
                                           sales)), ignore_index=True)

@@ -15,9 +15,9 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pandas as pd
 import pyarrow as pa
@@ -169,6 +169,37 @@ def partition_files(root: Path, table: str, start: dt.date, end: dt.date
     readers that scan the files themselves instead of loading them one by one."""
     return [(day, partition_dir(root, table, day) / PART_NAME)
             for day in partition_days(root, table) if start <= day <= end]
+
+
+def union_days_sql(con: Any, days: Iterable[pd.DataFrame | Path], columns: Sequence[str],
+                   *, day_order: bool = False) -> str | None:
+    """SQL over the rows of `days` (frames, or partition files; oldest first) for the DuckDB
+    connection `con`: one UNION ALL of `columns`, the frames registered in `con`, the files
+    read in one scan. With `day_order`, a `day_order` column gives each row's day position
+    (later days higher). None when there are no days.
+    """
+    select = ", ".join(f'"{c}"' for c in columns)
+    parts: list[str] = []
+    files: list[str] = []
+    file_orders: list[int] = []
+    for order, day in enumerate(days):
+        if isinstance(day, pd.DataFrame):
+            con.register(f"day_{order}",
+                         pa.Table.from_pandas(day[list(columns)], preserve_index=False))
+            extra = f", {order} AS day_order" if day_order else ""
+            parts.append(f"SELECT {select}{extra} FROM day_{order}")
+        else:
+            files.append("'" + str(day).replace("'", "''") + "'")
+            file_orders.append(order)
+    if files:
+        quoted = ", ".join(files)
+        if day_order:  # each row's order from its file's place in the list
+            parts.append(f"SELECT {select}, list_extract({file_orders}, list_position("
+                         f"[{quoted}], filename)) AS day_order "
+                         f"FROM read_parquet([{quoted}], filename = true)")
+        else:
+            parts.append(f"SELECT {select} FROM read_parquet([{quoted}])")
+    return " UNION ALL ".join(parts) if parts else None
 
 
 def iter_partitions(

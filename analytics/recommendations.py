@@ -30,9 +30,9 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from analytics.age_groups import UNKNOWN
+from analytics.parquet import union_days_sql
 from analytics.purchases import require_columns
 
 GROUP, CATEGORY, PRODUCT = "group", "category", "product"
@@ -185,25 +185,10 @@ def _register_window(con: duckdb.DuckDBPyConnection, days: Iterable[pd.DataFrame
     latest day an id appears in, `product_names` and `store_names` (from group rows, which
     every store with receipts has). Names are looked up by id, not summed with the keys:
     carrying two strings through the 45 M-row sum would cost more than the sum itself."""
-    columns = list(AFFINITY_DTYPES)
-    select = ", ".join(f'"{c}"' for c in columns)
-    files: list[str] = []
-    file_orders: list[int] = []
-    parts = []
-    for order, day in enumerate(days):
-        if isinstance(day, pd.DataFrame):
-            con.register(f"day_{order}", pa.Table.from_pandas(day[columns], preserve_index=False))
-            parts.append(f"SELECT {select}, {order} AS day_order FROM day_{order}")
-        else:
-            files.append(str(day))
-            file_orders.append(order)
-    if files:  # one scan of all files; each row's order from its file's place in the list
-        quoted = ", ".join(_sql_string(f) for f in files)
-        parts.append(f"SELECT {select}, list_extract({file_orders}, list_position([{quoted}], "
-                     f"filename)) AS day_order FROM read_parquet([{quoted}], filename = true)")
-    if not parts:
+    union = union_days_sql(con, days, list(AFFINITY_DTYPES), day_order=True)
+    if union is None:
         return False
-    con.execute(f"CREATE TEMP VIEW days AS {' UNION ALL '.join(parts)}")
+    con.execute(f"CREATE TEMP VIEW days AS {union}")
     keys = ", ".join(KEYS)
     con.execute(f"""
         CREATE TEMP TABLE window_sums AS
@@ -222,10 +207,6 @@ def _register_window(con: duckdb.DuckDBPyConnection, days: Iterable[pd.DataFrame
         FROM days WHERE level = 'group' GROUP BY store_id
     """)
     return True
-
-
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 # The arithmetic of `recommendations`, over the table `window_sums`. Chain rows add up the

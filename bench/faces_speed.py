@@ -8,7 +8,6 @@ Scenes are made in memory; nothing is written. Run: `.venv/bin/python bench/face
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import os
 import sys
 import time
@@ -20,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from demo.scenes import available_demo_faces, make_checkout_scene  # noqa: E402
-from models.faces import MtcnnDetector, decode_photo  # noqa: E402
+from models.faces import MtcnnDetector, build_mtcnn, decode_photo  # noqa: E402
 
 # (max_side, min_face_size). The detector shrinks each photo so that min_face_size becomes
 # MTCNN's 20 px, so (640, 40) and (320, 40) both detect on 320x240 copies of these scenes.
@@ -66,14 +65,8 @@ def main() -> None:
             print(f"{row} {hits}/{len(images)}")
 
     # The job's default (640, 40), batched, with mtcnn's own eager networks instead of ours.
-    from mtcnn import MTCNN
-    from mtcnn.stages import StageONet, StagePNet, StageRNet
-
-    weights = importlib.resources.files("mtcnn.assets.weights")
     eager = MtcnnDetector()
-    eager._mtcnn = MTCNN(stages=[StagePNet(weights=str(weights / "pnet.lz4")),
-                                 StageRNet(weights=str(weights / "rnet.lz4")),
-                                 StageONet(weights=str(weights / "onet.lz4"))])
+    eager._mtcnn = build_mtcnn(traced=False)
     ours = MtcnnDetector()
     ours._mtcnn = warm._model()
     batch = max(args.batch_sizes)

@@ -420,24 +420,30 @@ class MtcnnDetector:
 
     def _model(self) -> Any:
         if self._mtcnn is None:
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-            from mtcnn import MTCNN
-            from mtcnn.stages import StageONet, StagePNet, StageRNet
-
-            # Absolute paths: given a bare name, mtcnn first tries ./pnet.lz4 in the current
-            # directory, and those files are unpickled (joblib), i.e. can run code.
-            weights = importlib.resources.files("mtcnn.assets.weights")
-            stages = [
-                StagePNet(weights=str(weights / "pnet.lz4")),
-                StageRNet(weights=str(weights / "rnet.lz4")),
-                StageONet(weights=str(weights / "onet.lz4")),
-            ]
-            for stage in stages:  # see _compiled
-                model = getattr(stage, "_model", None)
-                if model is not None:
-                    stage._model = _compiled(model)
-            self._mtcnn = MTCNN(stages=stages)
+            self._mtcnn = build_mtcnn()
         return self._mtcnn
+
+
+def build_mtcnn(traced: bool = True) -> Any:
+    """mtcnn's MTCNN with the weights inside its wheel; `traced` runs its networks as graphs
+    (see `_compiled`), False as mtcnn ships them (for comparisons)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from mtcnn import MTCNN
+    from mtcnn.stages import StageONet, StagePNet, StageRNet
+
+    # Absolute paths: given a bare name, mtcnn first tries ./pnet.lz4 in the current
+    # directory, and those files are unpickled (joblib), i.e. can run code.
+    weights = importlib.resources.files("mtcnn.assets.weights")
+    stages = [
+        StagePNet(weights=str(weights / "pnet.lz4")),
+        StageRNet(weights=str(weights / "rnet.lz4")),
+        StageONet(weights=str(weights / "onet.lz4")),
+    ]
+    for stage in stages if traced else ():
+        model = getattr(stage, "_model", None)
+        if model is not None:
+            stage._model = _compiled(model)
+    return MTCNN(stages=stages)
 
 
 def _compiled(model: Any) -> Any:

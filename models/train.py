@@ -20,6 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+# Trained models predict with the mirror average (models.persist.AgeModel): their card says
+# so, and its figures are measured that way.
+MIRROR_AVERAGE = True
+
 
 class TrainingError(RuntimeError):
     """Training cannot start or continue as asked."""
@@ -229,7 +233,7 @@ def train(
         + ("softmax over ages 0-100, expected value (DEX)" if config.head == "dex"
            else "Dense(1, relu)"),
         "preprocessing": "RGB 0-255 in; scaling inside the model",
-        "prediction": {"mirror_average": True,
+        "prediction": {"mirror_average": MIRROR_AVERAGE,
                        "note": "each age is the mean of the estimates for the face and its "
                                "mirror image; the metrics below were measured so"},
         "recipe": {**asdict(config), "optimizer": "AdamW + cosine decay with warmup",
@@ -287,7 +291,7 @@ def _final_metrics(age_model, val_df, test_df, config: TrainConfig) -> dict[str,
     from models.persist import AgeModel
     from models.predict import predict_files
 
-    model = AgeModel(age_model, mirror=True)  # as the card says: see AgeModel
+    model = AgeModel(age_model, mirror=MIRROR_AVERAGE)  # as the card will say
     out: dict[str, Any] = {}
     for name, df in (("val", val_df), ("test", test_df)):
         if len(df) == 0:

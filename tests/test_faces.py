@@ -26,6 +26,7 @@ from models.faces import (
     MtcnnDetector,
     PhotoError,
     WholeImageDetector,
+    build_mtcnn,
     crop_face,
     decode_photo,
     largest_face,
@@ -462,15 +463,7 @@ def test_mtcnn_picks_the_largest_of_two_faces(mtcnn):
 def test_compiled_networks_find_what_mtcnn_itself_finds(mtcnn):
     """Our detector runs mtcnn's networks as traced graphs; mtcnn as shipped runs them op by
     op. On the same shrunk scenes both must return the same faces."""
-    import importlib.resources
-
-    from mtcnn import MTCNN
-    from mtcnn.stages import StageONet, StagePNet, StageRNet
-
-    weights = importlib.resources.files("mtcnn.assets.weights")
-    plain = MTCNN(stages=[StagePNet(weights=str(weights / "pnet.lz4")),
-                          StageRNet(weights=str(weights / "rnet.lz4")),
-                          StageONet(weights=str(weights / "onet.lz4"))])
+    plain = build_mtcnn(traced=False)
     rng = np.random.default_rng(11)
     faces = available_demo_faces()
     scenes = [render_checkout_scene(faces[i % len(faces)][0], rng, second_face=i % 2 == 0).image

@@ -80,6 +80,10 @@ def test_lift_and_its_lower_bound():
     assert energy["base_share"] == pytest.approx(900 / 10000)
     assert energy["lift"] == pytest.approx(0.3 / 0.09)
     assert energy["group_receipts"] == 1000
+    # The SQL's Wilson bounds are the textbook ones (wilson_interval, checked above).
+    (low,), _ = wilson_interval(pd.Series([300]), pd.Series([1000]))
+    _, (high,) = wilson_interval(pd.Series([900]), pd.Series([10000]))
+    assert energy["lift_low"] == pytest.approx(low / high)
     # The noise has the biggest raw lift, but its lower bound puts it below energy drinks.
     assert young.loc["absinthe", "lift"] > 2 * energy["lift"]
     assert young.index[0] == "energy drinks" and young.loc["absinthe", "rank"] > 1
