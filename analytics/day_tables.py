@@ -10,12 +10,15 @@ restricted root.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 
 from analytics.age_groups import UNKNOWN
@@ -28,6 +31,7 @@ from analytics.compliance import (
 )
 from analytics.day_aggregates import aggregate_day
 from analytics.parquet import (
+    PartitionUnreadable,
     delete_partitions_before,
     iter_partitions,
     partition_files,
@@ -98,9 +102,10 @@ def build_day_tables(
     start = day - dt.timedelta(days=options.window_days - 1)
     yesterday = day - dt.timedelta(days=1)
     earlier = partition_files(options.restricted_root, AFFINITY, start, yesterday)
-    tables.marketing[RECOMMENDATIONS] = window_recommendations(
-        [*(path for _, path in earlier), affinity], window_start=start, window_end=day,
-        window_days=len(earlier) + 1, min_cell=options.min_cell)
+    with _reading_window():
+        tables.marketing[RECOMMENDATIONS] = window_recommendations(
+            [*(path for _, path in earlier), affinity], window_start=start, window_end=day,
+            window_days=len(earlier) + 1, min_cell=options.min_cell)
 
     tables.counts = {
         "receipts": int(cells["group_receipts"].sum()),
@@ -124,9 +129,10 @@ def build_day_tables(
     tables.restricted[COMPLIANCE_SALES] = sales
     # A busy month holds millions of flagged rows: DuckDB sums them from the files.
     earlier_flagged = partition_files(options.restricted_root, COMPLIANCE, start, yesterday)
-    marks = flag_marks([*(path for _, path in earlier_flagged), flagged])
-    window_sales = pd.concat(list(_window(options.restricted_root, COMPLIANCE_SALES, start, day,
-                                          sales)), ignore_index=True)
+    with _reading_window():
+        marks = flag_marks([*(path for _, path in earlier_flagged), flagged])
+        window_sales = pd.concat(list(_window(options.restricted_root, COMPLIANCE_SALES, start,
+                                              day, sales)), ignore_index=True)
     tables.restricted[COMPLIANCE_SUMMARY] = summarise_marks(
         marks, window_sales, window_start=start, window_end=day,
         window_days=len(earlier_flagged) + 1, challenge_age=options.challenge_age)
@@ -160,6 +166,21 @@ def purge_compliance(options: DayOptions) -> dict[str, int]:
         partitions += gone
         rows += count if table == COMPLIANCE else 0
     return {"compliance_partitions_deleted": partitions, "compliance_rows_deleted": rows}
+
+
+@contextlib.contextmanager
+def _reading_window() -> Iterator[None]:
+    """Earlier days' partitions are files on a share: one cut short or replaced by something
+    else stops the night with a one-line reason naming it, not a reader's traceback. Nothing
+    is written before this, so the day's previous outputs stay as they were."""
+    try:
+        yield
+    except (duckdb.IOException, duckdb.InvalidInputException, pa.ArrowException,
+            OSError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PartitionUnreadable(
+            f"an earlier day of the trailing window cannot be read ({detail}); rerun that day "
+            "to rewrite it, or move the partition away, then run this day again") from exc
 
 
 def _window(

@@ -42,6 +42,10 @@ class PartitionNotFound(OutputError, FileNotFoundError):
     """No partition was written for that table and day."""
 
 
+class PartitionUnreadable(Exception):
+    """A partition exists but cannot be read: cut short, not Parquet, unreadable file."""
+
+
 def partition_dir(root: Path, table: str, day: dt.date) -> Path:
     """`root/table/dt=YYYY-MM-DD`: the Hive layout Spark, DuckDB and pyarrow understand."""
     if not _TABLE_NAME.match(table):

@@ -50,7 +50,7 @@ def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: 
     """
     import sqlalchemy as sa
 
-    from analytics.parquet import OutputError
+    from analytics.parquet import OutputError, PartitionUnreadable
     from analytics.pipeline import PhotosUnavailable
     from sql.engine import (
         DatabaseUnavailable,
@@ -87,6 +87,8 @@ def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: 
                         EXIT_DB_UNAVAILABLE) from exc
     except OutputError as exc:
         raise JobFailed(str(exc), EXIT_CANT_WRITE) from exc
+    except PartitionUnreadable as exc:
+        raise JobFailed(str(exc)) from exc
     except PhotosUnavailable as exc:
         raise JobFailed(str(exc), EXIT_NO_PHOTOS) from exc
     except sa.exc.SQLAlchemyError as exc:  # not transient: missing table, no permission, ...

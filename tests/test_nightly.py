@@ -10,6 +10,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
@@ -96,6 +97,28 @@ def test_rerun_replaces_the_day(sqlite_url, tmp_path, tiny_model_path):
     assert pd.read_sql("select count(*) n from runs where status='ok'", engine)["n"][0] == 2
     quarantined = pd.read_sql("select run_id from quarantine", engine)["run_id"]
     assert quarantined.nunique() == 1  # the second run replaced the first run's records
+
+
+@pytest.mark.parametrize("table", ["affinity_counts", "compliance_sales"])
+def test_damaged_earlier_partition_is_one_line_and_loses_nothing(
+        sqlite_url, tmp_path, tiny_model_path, table):
+    """A file of the trailing window cut short (read by DuckDB or by pyarrow, by table):
+    exit 1 with a line naming it, and the day's previous outputs stay as they were."""
+    fill_shop(sqlite_url, tmp_path / "photos", n_receipts=26)
+    args = ("nightly", "--date", DAY.isoformat())
+    assert _invoke(sqlite_url, tmp_path, tiny_model_path, *args).exit_code == 0
+    good = tmp_path / "restricted" / table / f"dt={DAY.isoformat()}" / "part-0.parquet"
+    earlier = tmp_path / "restricted" / table / f"dt={DAY - dt.timedelta(days=3)}"
+    earlier.mkdir()
+    (earlier / "part-0.parquet").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    before = {p: p.read_bytes() for p in tmp_path.glob("*/*/dt=*/part-0.parquet")}
+
+    result = _invoke(sqlite_url, tmp_path, tiny_model_path, *args)
+    assert result.exit_code == 1
+    message = result.output.strip().splitlines()[-1]
+    assert message.startswith("Error: an earlier day of the trailing window cannot be read")
+    assert str(DAY - dt.timedelta(days=3)) in message and "Traceback" not in result.output
+    assert {p: p.read_bytes() for p in tmp_path.glob("*/*/dt=*/part-0.parquet")} == before
 
 
 def test_second_run_exits_75_while_locked(sqlite_url, tmp_path, tiny_model_path):
