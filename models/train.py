@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -97,6 +98,38 @@ class _TimeBudget:
                     self.model.stop_training = True
 
         return TimeBudget()
+
+
+class _BestWeights:
+    """Keep the weights of the epoch with the lowest val_mae so far in `path`.
+
+    Keras' ModelCheckpoint writes the file in place, so a kill during the write left a
+    damaged best checkpoint that the resumed run could not load at its end. These weights
+    are written aside, flushed to disk and renamed over the old file: a kill leaves the
+    previous best whole.
+    """
+
+    def __new__(cls, path: Path, best: float | None):
+        import keras
+
+        class BestWeights(keras.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.best = math.inf if best is None else best
+
+            def on_epoch_end(self, epoch, logs=None):
+                value = (logs or {}).get("val_mae")
+                if value is None or not value < self.best:  # NaN never counts as better
+                    return
+                self.best = float(value)
+                # Keras only writes weights to names ending in .weights.h5.
+                aside = path.with_name(f".{path.name}.tmp.weights.h5")
+                self.model.save_weights(str(aside), overwrite=True)
+                with open(aside, "rb") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(aside, path)
+
+        return BestWeights()
 
 
 def _best_so_far(history_csv: Path) -> float | None:
@@ -203,11 +236,11 @@ def train(
     train_model.build((None, config.image_size, config.image_size, 3))
 
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False),
-        keras.callbacks.ModelCheckpoint(
-            str(best_weights), monitor="val_mae", mode="min", save_best_only=True,
-            save_weights_only=True, initial_value_threshold=_best_so_far(history_csv),
-        ),
+        # double_checkpoint: Keras writes the backup in place; a kill in the middle leaves a
+        # damaged file, and --resume then falls back to the epoch before.
+        keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False,
+                                         double_checkpoint=True),
+        _BestWeights(best_weights, _best_so_far(history_csv)),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         keras.callbacks.EarlyStopping(monitor="val_mae", mode="min", patience=config.patience),
         keras.callbacks.TerminateOnNaN(),

@@ -209,6 +209,59 @@ def test_training_learns_and_resumes_after_kill(tmp_path):
     assert (ckpt / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_best_weights_are_replaced_whole_or_not_at_all(tiny_models, tmp_path):
+    """A write that dies half way (a kill, a full disk) leaves the previous best whole."""
+    from models.train import _BestWeights
+
+    train_model, _ = tiny_models
+    path = tmp_path / "best.weights.h5"
+    callback = _BestWeights(path, best=None)
+    callback.set_model(train_model)
+    callback.on_epoch_end(0, {"val_mae": 9.0})
+    first = path.read_bytes()
+    callback.on_epoch_end(1, {"val_mae": 9.5})  # worse: not written
+    callback.on_epoch_end(2, {"val_mae": float("nan")})
+    assert path.read_bytes() == first and callback.best == 9.0
+
+    real_save = train_model.save_weights
+
+    def dies_half_way(filepath, overwrite=True):
+        Path(filepath).write_bytes(first[: len(first) // 2])
+        raise OSError("No space left on device")
+
+    train_model.save_weights = dies_half_way
+    try:
+        with pytest.raises(OSError, match="No space"):
+            callback.on_epoch_end(3, {"val_mae": 4.0})
+    finally:
+        train_model.save_weights = real_save
+    assert path.read_bytes() == first
+    train_model.load_weights(str(path))  # still a whole, loadable file
+    resumed = _BestWeights(path, best=9.0)  # a resumed run starts from the history's best
+    resumed.set_model(train_model)
+    resumed.on_epoch_end(4, {"val_mae": 9.0})
+    assert path.read_bytes() == first
+
+
+@pytest.mark.slow
+def test_resume_survives_a_backup_damaged_mid_write(tmp_path):
+    """Keras writes its backup in place; a kill mid-write leaves it cut short. --resume
+    falls back to the epoch before (double_checkpoint) and finishes the run."""
+    csv = write_labelled_faces(tmp_path / "faces", n=64)
+    out, ckpt = tmp_path / "m.ageseg", tmp_path / "ckpt"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    first = subprocess.run(_train_cmd(csv, out, ckpt, 3), env=env, capture_output=True,
+                           text=True)
+    assert first.returncode == 0, first.stderr[-2000:]
+    latest = ckpt / "backup" / "latest.weights.h5"
+    assert (ckpt / "backup" / "latest.weights.h5.bkp").is_file()
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    resumed = subprocess.run(_train_cmd(csv, out, ckpt, 3, "--resume"), env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert out.is_file()
+
+
 def test_warm_start_copies_a_saved_model_and_refuses_another_shape(tiny_models, tmp_path):
     """--init-from: continue a committed model when its checkpoints are gone."""
     from models.build import build_model
