@@ -31,7 +31,7 @@ from analytics.day_tables import (
 from analytics.parquet import remove_marker, write_marker
 from models.faces import UNOPENED_REASONS
 from models.persist import AgeModel
-from models.score import score_photos
+from models.score import AGED, SCORE_COLUMNS, STATUSES, score_photos
 from sql import queries
 from sql.engine import with_retries
 
@@ -136,11 +136,9 @@ def estimate_ages(
         if on_batch:
             on_batch(len(frame))
     if not frames:
-        return pd.DataFrame({"photo_id": pd.Series(dtype="int64"),
-                             "age": pd.Series(dtype="float32"),
-                             "face_count": pd.Series(dtype="int16"),
-                             "status": pd.Series(dtype=str), "reason": pd.Series(dtype=str),
-                             "detail": pd.Series(dtype=str)})
+        dtypes = {"photo_id": "int64", "age": "float32", "face_count": "int16",
+                  "face_confidence": "float32", "face_px": "int16"}
+        return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, str)) for c in SCORE_COLUMNS})
     return pd.concat(frames, ignore_index=True)
 
 
@@ -159,30 +157,36 @@ def check_photos_found(scores: pd.DataFrame, day: dt.date, photo_root: Path) -> 
             "(is the photo share mounted?); the day's outputs were left as they were")
 
 
+ESTIMATE_COLUMNS = ["receipt_id", "photo_id", "age", "age_group", "face_count",
+                    "face_confidence", "face_px", "status"]
+
+
 def receipt_estimates(photos: pd.DataFrame, scores: pd.DataFrame, bins: AgeBins) -> pd.DataFrame:
     """One estimate per receipt: the photo with a face wins; several such, the earliest photo.
 
-    Columns: receipt_id, photo_id, age, age_group, face_count.
+    Columns: ESTIMATE_COLUMNS. `status` says how sure the estimate is (models.score.STATUSES);
+    ages are rounded to 0.1 year and stored as float64, so 38.6 reads back as 38.6.
     """
     scored = photos[["photo_id", "receipt_id"]].merge(
-        scores[["photo_id", "age", "face_count"]], on="photo_id", how="left")
+        scores[["photo_id", "age", "face_count", "face_confidence", "face_px", "status"]],
+        on="photo_id", how="left")
     scored = scored.dropna(subset=["receipt_id"])
     scored = scored.sort_values(["photo_id"]).assign(_no_age=lambda d: d["age"].isna())
     scored = scored.sort_values(["_no_age", "photo_id"], kind="stable")
     one = scored.drop_duplicates("receipt_id").drop(columns="_no_age")
     one = one.astype({"receipt_id": "int64"}).sort_values("receipt_id").reset_index(drop=True)
-    one["age"] = one["age"].round(1)
+    one["age"] = one["age"].astype("float64").round(1)
+    one["face_confidence"] = one["face_confidence"].astype("float64").round(3)
     one["age_group"] = assign_age_groups(one["age"], bins)
-    return one[["receipt_id", "photo_id", "age", "age_group", "face_count"]]
+    return one[ESTIMATE_COLUMNS]
 
 
 def _counts(photos: pd.DataFrame, scores: pd.DataFrame) -> dict[str, int]:
     status = scores["status"].value_counts()
     return {
         "photos": len(photos),
-        "scored": int(status.get("ok", 0)),
-        "no_face": int(status.get("no_face", 0)),
-        "quarantined": int(status.get("quarantined", 0)),
+        "scored": int(sum(status.get(s, 0) for s in AGED)),
+        **{s: int(status.get(s, 0)) for s in STATUSES},
     }
 
 

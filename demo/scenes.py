@@ -52,13 +52,17 @@ def render_checkout_scene(
     *,
     face_px: int | None = None,
     second_face: bool | None = None,
+    paste: str = "oval",
 ) -> Scene:
     """The scene as an array plus the pasted face squares.
 
     `face_px` fixes the face size (default: random in `FACE_PX`); `second_face` forces a
     smaller shopper in the background on or off (default: random, 30%). The second face is
-    the same portrait mirrored and dimmed, at 55-75% of the first's size.
+    the same portrait mirrored and dimmed, at 55-75% of the first's size. `paste` is
+    "oval" (a soft oval of the face square) or "square" (the whole square, hard edges).
     """
+    if paste not in ("oval", "square"):
+        raise ValueError(f"paste must be 'oval' or 'square', not {paste!r}")
     width, height = size
     if width < 64 or height < 64:
         raise ValueError(f"scene size must be at least 64x64, got {size}")
@@ -77,16 +81,26 @@ def render_checkout_scene(
             # Background shopper first so the main one overlaps it, not the other way.
             x, y = _spot(width, counter_top, small, rng, avoid=None)
             dimmed = Image.eval(face.transpose(Image.Transpose.FLIP_LEFT_RIGHT), _dim)
-            _paste_person(canvas, dimmed, x, y, small, counter_top, rng)
+            _paste_person(canvas, dimmed, x, y, small, counter_top, rng, paste)
             placed.append((x, y, small))
     x, y = _spot(width, counter_top, side, rng, avoid=placed[0] if placed else None)
-    _paste_person(canvas, face, x, y, side, counter_top, rng)
+    _paste_person(canvas, face, x, y, side, counter_top, rng, paste)
     placed.insert(0, (x, y, side))
 
     _counter(canvas, counter_top, rng)
     pixels = np.asarray(canvas, dtype=np.float32)
     pixels += rng.normal(0.0, 3.0, pixels.shape)  # sensor noise
     return Scene(np.clip(pixels, 0, 255).astype(np.uint8), placed)
+
+
+def render_empty_scene(rng: np.random.Generator, size: tuple[int, int] = (640, 480)
+                       ) -> np.ndarray:
+    """The same shop and counter with nobody in it: where a detector must find no face."""
+    width, height = size
+    canvas = _background(width, height, rng)
+    _counter(canvas, int(height * rng.uniform(0.72, 0.8)), rng)
+    pixels = np.asarray(canvas, dtype=np.float32) + rng.normal(0.0, 3.0, (height, width, 3))
+    return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
 def _square(face: Image.Image) -> Image.Image:
@@ -151,8 +165,9 @@ def _paste_person(
     side: int,
     counter_top: int,
     rng: np.random.Generator,
+    paste: str = "oval",
 ) -> None:
-    """Shoulders down to the counter, then the face through a soft oval mask."""
+    """Shoulders down to the counter, then the face through a soft oval mask (or whole)."""
     draw = ImageDraw.Draw(canvas)
     shirt = tuple(int(c) for c in rng.integers(20, 220, 3))
     draw.rounded_rectangle(
@@ -160,10 +175,11 @@ def _paste_person(
         radius=int(side * 0.4),
         fill=shirt,
     )
-    mask = Image.new("L", (side, side), 0)
-    inset = max(1, side // 14)
-    ImageDraw.Draw(mask).ellipse([inset, 0, side - inset, side - 1], fill=255)
-    mask = mask.filter(ImageFilter.GaussianBlur(max(1.0, side / 22)))
+    mask = Image.new("L", (side, side), 0 if paste == "oval" else 255)
+    if paste == "oval":
+        inset = max(1, side // 14)
+        ImageDraw.Draw(mask).ellipse([inset, 0, side - inset, side - 1], fill=255)
+        mask = mask.filter(ImageFilter.GaussianBlur(max(1.0, side / 22)))
     canvas.paste(face.resize((side, side), Image.Resampling.LANCZOS), (x, y), mask)
 
 

@@ -146,7 +146,7 @@ def _preflight(settings: Settings, engine) -> None:
 
 
 def _load_scoring(settings: Settings):
-    from models.faces import MtcnnDetector, WholeImageDetector
+    from models.faces import WholeImageDetector
     from models.persist import ModelFileError, ModelNotFound, load_model
 
     try:
@@ -157,13 +157,28 @@ def _load_scoring(settings: Settings):
         raise JobFailed(f"model {model.version} has no validation figures: refusing to "
                         "present an untrained model's output as ages")
     detector = (WholeImageDetector() if settings.photos_are_faces
-                else MtcnnDetector(min_face_size=settings.min_face_size))
+                else make_detector(settings.detector, settings.min_face_size,
+                                   settings.face_confidence))
     started = time.monotonic()
     model.warm_up(settings.batch_size)
     detector.warm_up()
     log.info("model %s (validation MAE %s years) ready in %.1fs", model.version,
              model.card["metrics"]["val_mae"], time.monotonic() - started)
     return model, detector
+
+
+def make_detector(name: str, min_face_size: int, confidence: float | None = None):
+    """The named face detector, with its own default confidence cut-off unless given."""
+    options = {"min_face_size": min_face_size}
+    if confidence is not None:
+        options["min_confidence"] = confidence
+    if name == "mtcnn":
+        from models.faces import MtcnnDetector
+
+        return MtcnnDetector(**options)
+    from models.blazeface import BlazeFaceDetector
+
+    return BlazeFaceDetector(**options)
 
 
 def _run_one(settings, engine, day, model, detector, bins, job):
@@ -208,6 +223,11 @@ def _print_summary(summary) -> None:
         f"{c['quarantined']} quarantined; {c['receipts']} receipts, {c['cells']} cells "
         f"({c['suppressed_cells']} suppressed) in {summary.seconds:.1f}s"
     )
+    if c["photos"]:
+        shares = ", ".join(f"{name.replace('_', ' ')} {100 * c.get(name, 0) / c['photos']:.1f} %"
+                           for name in ("ok", "several_faces", "low_confidence", "no_face",
+                                        "quarantined"))
+        click.echo(f"  photos: {shares}")
     click.echo(
         f"  {c.get('recommendations', 0)} recommendations; compliance: {c.get('flagged', 0)} "
         f"flagged of {c.get('alcohol_sales', 0)} age-restricted sales; retention deleted "

@@ -16,6 +16,7 @@ DEFAULT_CHALLENGE_AGE = 25.0  # "Challenge 25": ask anyone who looks under 25 fo
 DEFAULT_WINDOW_DAYS = 28
 DEFAULT_COMPLIANCE_RETENTION_DAYS = 90
 DEFAULT_MIN_FACE_SIZE = 40  # pixels; smaller faces are far-away people, not the shopper
+DETECTORS = ("blazeface", "mtcnn")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class Settings:
     min_cell: int = DEFAULT_MIN_CELL
     batch_size: int = 32
     photos_are_faces: bool = False
+    detector: str = "blazeface"
+    face_confidence: float | None = None  # None: the detector's own default
     min_face_size: int = DEFAULT_MIN_FACE_SIZE
     challenge_age: float = DEFAULT_CHALLENGE_AGE
     window_days: int = DEFAULT_WINDOW_DAYS

@@ -279,7 +279,8 @@ class FaceBox:
 class FaceDetector(Protocol):
     """What the scoring step needs from a detector."""
 
-    margin: float  # crops widen the box by this fraction of its longer side, each side
+    name: str  # names the detector's crop contract on the model's card (models/crop.py)
+    confident: float  # faces found under this confidence are aged but marked low_confidence
 
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         """Faces in an HxWx3 uint8 RGB image, in that image's pixel coordinates."""
@@ -302,12 +303,13 @@ class WholeImageDetector:
     """For photos that are already face crops (training sets, rescoring crops): one face,
     the whole image. No TensorFlow needed.
 
-    The crop is used as it is (no margin), the way training and `evaluate` read face files,
-    and decoded straight at the model's size (JPEG's reduced-scale decoding) because nothing
-    finer is needed.
+    The crop is used as it is (its contract is the identity), the way training and
+    `evaluate` read face files, and decoded straight at the model's size (JPEG's
+    reduced-scale decoding) because nothing finer is needed.
     """
 
-    margin = 0.0
+    name = "whole-image"
+    confident = 0.0
 
     def decode_side(self, image_size: int) -> int:
         return image_size
@@ -336,16 +338,17 @@ class MtcnnDetector:
     Runs on a copy shrunk so that the longest side is at most `max_side` and a face of
     `min_face_size` pixels (in the original photo) becomes the 20 px MTCNN looks for;
     boxes are mapped back to the original photo. Boxes under `min_confidence` are dropped.
-    Crops add `margin` around MTCNN's tight box, for hairline and chin.
+    The square cut around a box is the model's crop contract for "mtcnn" (models/crop.py).
     """
 
-    margin = 0.2
+    name = "mtcnn"
+    confident = 0.95
 
     def decode_side(self, image_size: int) -> int:
         return MAX_SIDE
 
     def __init__(
-        self, max_side: int = 640, min_face_size: int = 40, min_confidence: float = 0.9
+        self, max_side: int = 640, min_face_size: int = 40, min_confidence: float = 0.8
     ) -> None:
         if max_side < _PNET_WINDOW:
             raise ValueError(f"max_side must be at least {_PNET_WINDOW}, got {max_side}")
@@ -474,30 +477,3 @@ def _check_image(image: np.ndarray) -> tuple[int, int]:
 def largest_face(boxes: Sequence[FaceBox]) -> FaceBox | None:
     """The face nearest the camera is the shopper paying; people behind appear smaller."""
     return max(boxes, key=lambda b: (b.area, b.confidence), default=None)
-
-
-def crop_face(image: np.ndarray, box: FaceBox, size: int, margin: float = 0.2) -> np.ndarray:
-    """A size x size x 3 uint8 square around `box`, widened by `margin` x the box's longer
-    side on every side (age models see hairline and chin, like their training crops).
-
-    Parts of the square outside the photo repeat the edge pixels: black bars would be a
-    strong feature the age model never saw in training.
-    """
-    if size < 1:
-        raise ValueError(f"size must be positive, got {size}")
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
-    height, width = _check_image(image)
-    side = max(1, round(max(box.w, box.h) * (1 + 2 * margin)))
-    x0 = round(box.x + box.w / 2 - side / 2)
-    y0 = round(box.y + box.h / 2 - side / 2)
-    x1, y1 = x0 + side, y0 + side
-    ix0, iy0, ix1, iy1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
-    if ix0 >= ix1 or iy0 >= iy1:
-        raise ValueError(f"{box} does not overlap the {width}x{height} image")
-    patch = image[iy0:iy1, ix0:ix1]
-    pad = ((iy0 - y0, y1 - iy1), (ix0 - x0, x1 - ix1), (0, 0))
-    if any(before or after for before, after in pad):
-        patch = np.pad(patch, pad, mode="edge")
-    square = Image.fromarray(np.ascontiguousarray(patch))
-    return np.asarray(square.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.crop import CropContract, contract_for, crop_face
 from models.faces import (
     FaceDetector,
     PhotoError,
-    crop_face,
     decode_photo,
     largest_face,
     read_photo,
@@ -28,7 +28,15 @@ from models.faces import (
 )
 from models.persist import AgeModel
 
-SCORE_COLUMNS = ["photo_id", "age", "face_count", "status", "reason", "detail"]
+# How sure an estimate is. "ok": one face, confidently detected. The next two are aged too
+# but flagged: "several_faces" (the largest was taken: is it the shopper?) and
+# "low_confidence" (under the detector's `confident` level: a child's or a turned face, or
+# not a face). Then photos without an age: "no_face" and "quarantined" (unreadable).
+STATUSES = ("ok", "several_faces", "low_confidence", "no_face", "quarantined")
+AGED = STATUSES[:3]
+
+SCORE_COLUMNS = ["photo_id", "age", "face_count", "face_confidence", "face_px", "status",
+                 "reason", "detail"]
 
 
 @dataclass
@@ -38,15 +46,19 @@ class PreparedPhoto:
     photo_id: int
     face: np.ndarray | None
     face_count: int
-    status: str  # "ok", "no_face" or "quarantined"
+    status: str  # one of STATUSES
     reason: str = ""
     detail: str = ""
+    confidence: float = float("nan")  # the detector's, for the face that was aged
+    face_px: int = 0  # side of the square the model saw, in photo pixels
 
 
 def prepare_batch(
-    photos: list[tuple[int, bytes | PhotoError]], detector: FaceDetector, image_size: int
+    photos: list[tuple[int, bytes | PhotoError]], detector: FaceDetector, image_size: int,
+    contract: CropContract,
 ) -> list[PreparedPhoto]:
-    """Decode a batch, find faces in one detector call, crop each photo's largest face.
+    """Decode a batch, find faces in one detector call, cut each photo's largest face out
+    as the model's crop contract says.
 
     One batched detector call instead of one per photo: MTCNN's per-call overhead is most
     of its cost on a CPU. A photo that cannot be read or decoded becomes a quarantine record.
@@ -67,17 +79,22 @@ def prepare_batch(
         best = largest_face(boxes)
         out[i].face_count = len(boxes)
         if best is not None:
-            out[i].face = crop_face(image, best, image_size, margin=detector.margin)
-            out[i].status = "ok"
+            out[i].face = crop_face(image, best, image_size, contract)
+            out[i].status = ("low_confidence" if best.confidence < detector.confident
+                             else "several_faces" if len(boxes) > 1 else "ok")
+            out[i].confidence = best.confidence
+            out[i].face_px = round(contract.square(best)[2])
     return out
 
 
 def faces_from_photo(
-    data: bytes, detector: FaceDetector, size: int
+    data: bytes, detector: FaceDetector, size: int, contract: CropContract | None = None
 ) -> tuple[np.ndarray | None, int]:
     """One photo through `prepare_batch`: the largest face as a size x size crop (None when
-    there is none) and the face count. Raises `PhotoError` for a photo that cannot be read."""
-    [prepared] = prepare_batch([(0, data)], detector, size)
+    there is none) and the face count. Raises `PhotoError` for a photo that cannot be read.
+    Without `contract`, the detector's calibrated default (models/crop.py)."""
+    contract = contract or contract_for({}, detector.name)
+    [prepared] = prepare_batch([(0, data)], detector, size, contract)
     if prepared.status == "quarantined":
         raise PhotoError(prepared.reason, prepared.detail)
     return prepared.face, prepared.face_count
@@ -88,7 +105,9 @@ def score_batch(
 ) -> pd.DataFrame:
     """Photo bytes in, one row per photo out (SCORE_COLUMNS); the step a distributed engine
     would map over partitions of photos."""
-    return _estimate(prepare_batch(photos, detector, model.image_size), model, batch_size)
+    contract = contract_for(model.card, detector.name)
+    return _estimate(prepare_batch(photos, detector, model.image_size, contract), model,
+                     batch_size)
 
 
 def _estimate(prepared: list[PreparedPhoto], model: AgeModel, batch_size: int) -> pd.DataFrame:
@@ -102,6 +121,8 @@ def _estimate(prepared: list[PreparedPhoto], model: AgeModel, batch_size: int) -
             "photo_id": np.array([p.photo_id for p in prepared], dtype=np.int64),
             "age": ages,
             "face_count": np.array([p.face_count for p in prepared], dtype=np.int16),
+            "face_confidence": np.array([p.confidence for p in prepared], dtype=np.float32),
+            "face_px": np.array([p.face_px for p in prepared], dtype=np.int16),
             "status": [p.status for p in prepared],
             "reason": [p.reason for p in prepared],
             "detail": [p.detail for p in prepared],
@@ -131,9 +152,11 @@ def score_photos(
     """
     root = Path(photo_root)
     size = model.image_size
+    contract = contract_for(model.card, detector.name)
 
     def prepare(chunk: list[tuple[int, str]]) -> list[PreparedPhoto]:
-        return prepare_batch([(pid, _read(root, rel)) for pid, rel in chunk], detector, size)
+        return prepare_batch([(pid, _read(root, rel)) for pid, rel in chunk], detector, size,
+                             contract)
 
     chunks = _chunks(photos, batch_size)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="photos") as pool:

@@ -260,6 +260,7 @@ def train(
     history = pd.read_csv(history_csv)
     metrics = _final_metrics(age_model, val_df, test_df, config)
     log(f"best validation MAE {metrics['val_mae']:.2f} years; test MAE {metrics['test_mae']}")
+    crop = calibrate_crops(train_df, config.seed, log=log)
     card = {
         "version": time.strftime("%Y%m%d-%H%M%S"),
         "architecture": "ResNet50 (include_top=False, global average pooling) + "
@@ -283,11 +284,46 @@ def train(
                      "test_faces": len(test_df), "mixed_precision": mixed,
                      "device": "GPU" if mixed else "CPU"},
         "metrics": metrics,
+        "crop": crop,
         **(card_extra or {}),
     }
     save_model(age_model, out_path, card)
     _plot_curves(history, checkpoint_dir / "learning_curves.png")
     return TrainResult(Path(out_path), history, metrics)
+
+
+CALIBRATION_FACES = 400
+
+
+def calibrate_crops(train_df: pd.DataFrame, seed: int,
+                    log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The crop contract of each detector for this training framing (models/crop.py), fitted
+    on training faces, for the card: scoring cuts exactly this square around a detector's
+    box. A detector that cannot be loaded or calibrated is left out (its calibrated default
+    then applies) and said so."""
+    from models.blazeface import BlazeFaceDetector
+    from models.crop import WHOLE_IMAGE, CropContract, calibrate
+    from models.faces import MtcnnDetector, PhotoError, decode_photo, read_photo
+
+    sample = train_df.sample(min(CALIBRATION_FACES, len(train_df)), random_state=seed)
+    faces = []
+    for path in sample["path"]:
+        try:
+            faces.append(decode_photo(read_photo(Path(path))))
+        except PhotoError:
+            continue
+    out = {WHOLE_IMAGE: {**CropContract(WHOLE_IMAGE, 1.0).to_card(),
+                         "note": "photos that are face files: the file is the square"}}
+    for detector in (BlazeFaceDetector(), MtcnnDetector()):
+        try:
+            contract = calibrate(detector, faces, seed=seed)
+        except (ValueError, ImportError, OSError) as exc:
+            log(f"crop contract for {detector.name}: not calibrated ({exc})")
+            continue
+        log(f"crop contract for {detector.name}: side {contract.scale:.3f} x box, centre "
+            f"{contract.dx:+.3f}, {contract.dy:+.3f} ({contract.faces} faces)")
+        out[detector.name] = contract.to_card()
+    return out
 
 
 def warm_start(age_model, init_from: Path, config: TrainConfig) -> dict[str, Any]:

@@ -27,7 +27,6 @@ from models.faces import (
     PhotoError,
     WholeImageDetector,
     build_mtcnn,
-    crop_face,
     decode_photo,
     largest_face,
     read_photo,
@@ -315,34 +314,6 @@ def test_importing_faces_and_scenes_does_not_load_tensorflow():
 
 
 # --------------------------------------------------------------------------- crops
-
-
-def test_crop_face_square_with_margin():
-    image = np.zeros((200, 300, 3), np.uint8)
-    image[50:150, 100:200] = (200, 50, 50)
-    crop = crop_face(image, FaceBox(120, 70, 60, 60, 0.99), size=64, margin=0.2)
-    assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
-    # the box plus 20% on each side (84 px) lies inside the red square
-    assert (crop == (200, 50, 50)).all()
-    wide = crop_face(image, FaceBox(120, 70, 60, 60, 0.99), size=64, margin=0.6)
-    assert (wide[0, 0] == 0).all() and (wide[32, 32] == (200, 50, 50)).all()
-
-
-def test_crop_face_pads_at_edges_with_edge_pixels():
-    image = np.full((100, 100, 3), 90, np.uint8)
-    image[0, :] = (255, 0, 0)  # top row red
-    image[:, 0] = (0, 0, 255)  # left column blue
-    image[0, 0] = (0, 255, 0)
-    crop = crop_face(image, FaceBox(0, 0, 40, 40, 0.9), size=60, margin=0.5)
-    assert crop.shape == (60, 60, 3)
-    # the square starts 20 px above and left of the image: those rows/cols repeat the edge
-    assert crop[2, 2].tolist() == [0, 255, 0]
-    assert crop[2, 40].tolist() == [255, 0, 0]
-    assert crop[40, 2].tolist() == [0, 0, 255]
-    with pytest.raises(ValueError):
-        crop_face(image, FaceBox(500, 500, 10, 10, 0.9), size=32)
-    with pytest.raises(ValueError):
-        crop_face(image, FaceBox(0, 0, 10, 10, 0.9), size=0)
 
 
 def test_whole_image_detector_and_faces_from_photo():

@@ -51,6 +51,14 @@ def test_nightly_end_to_end(db_url, tmp_path, tiny_model_path):
         if outcome == "ok":
             assert by_path.loc[path, "face_count"] >= 1 and by_path.loc[path, "age"] >= 0, path
     assert set(estimates["model_version"]) == {"test-tiny"}
+    # How sure each estimate is, and ages that read back as written (float64, 0.1 year).
+    aged = estimates.dropna(subset=["age"])
+    assert estimates["age"].dtype == "float64"
+    assert [str(a) for a in aged["age"]] == [f"{a:.1f}" for a in aged["age"]]
+    assert set(aged["status"]) <= {"ok", "several_faces", "low_confidence"}
+    assert aged["face_confidence"].between(0, 1).all() and (aged["face_px"] > 40).all()
+    assert set(estimates.loc[estimates["age"].isna(), "status"]) <= {"no_face", "quarantined"}
+    assert "  photos: ok " in result.output
 
     # Marketing numbers against an independent computation over the same database rows.
     lines = pd.read_sql(
