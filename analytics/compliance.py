@@ -7,14 +7,20 @@ shopper was in fact at least the threshold age, and the per-cashier summary sets
 flagged count next to the number of false flags that model error alone would produce. A
 manager then sees whether a cashier's flags stand out from the noise before acting.
 
-Method (stated here because managers will ask): the model card gives the mean absolute
-error (MAE) per true-age band (`metrics.by_band`, from `ageseg evaluate`) or overall
-(`metrics.val_mae`). We use the MAE of the band the *estimate* falls in, treat the error as
-Gaussian with sigma = sqrt(pi/2) * MAE (about 1.25 * MAE; for a normal error MAE =
-sigma * sqrt(2/pi)) centred on the estimate, and take P(true age >= threshold | estimate) =
-1 - Phi((threshold - estimate) / sigma). Expected false flags are the sum of these over
-flagged sales. It is an approximation (a flat prior on the true age, no bias term), good
-enough to tell a cashier with 30 unexplained flags from one with 3.
+Method (stated here because managers will ask). With a model that outputs an age
+distribution (the shipped one does), each estimate comes with the model's own calibrated
+probability that the shopper is under the challenge age (`p_under`, models/calibrate.py): a
+sale is flagged when that probability reaches the operating point on the model's card
+(`calibration.flag_probability`, chosen on validation faces; `--flag-probability`
+overrides it), and P(true age >= threshold) = 1 - p_under.
+
+For models without a distribution, the card's mean absolute error (MAE) per band
+(`metrics.by_band`) or overall (`metrics.val_mae`) stands in: a sale is flagged when the
+estimate is under the threshold, the error is taken as Gaussian with sigma = sqrt(pi/2) *
+MAE of the estimate's band, and P(true age >= threshold | estimate) = 1 - Phi((threshold -
+estimate) / sigma). Either way, expected false flags are the sum of P(true age >= threshold)
+over flagged sales: what model error alone would produce, to tell a cashier with 30
+unexplained flags from one with 3.
 """
 
 from __future__ import annotations
@@ -45,9 +51,11 @@ COMPLIANCE_DTYPES = {
     "age": "float64",
     "error_band": "str",
     "model_mae": "float64",
+    "p_under": "float64",
     "p_at_least_threshold": "float64",
     "id_checked": "boolean",
     "challenge_age": "float64",
+    "flag_probability": "float64",  # the operating point used; NaN: flagged by age alone
 }
 SALES_DTYPES = {
     "store_id": "int64",
@@ -141,21 +149,26 @@ def p_at_least(threshold: float, ages: pd.Series, mae: pd.Series) -> pd.Series:
 
 def compliance_rows(
     flagged: pd.DataFrame, store_names: Mapping[int, str], bands: ErrorBands,
-    challenge_age: float,
+    challenge_age: float, flag_probability: float | None = None,
 ) -> pd.DataFrame:
     """The day's flagged sales (day_aggregates.aggregate_day's `flagged`) with the model error.
 
-    One row per receipt: store, cashier, time, estimated age, the error band used, its MAE,
-    P(true age >= challenge_age) and whether the till recorded an ID check.
+    One row per receipt: store, cashier, time, estimated age, the model's P(under
+    challenge_age) where it has one, the error band and its MAE, P(true age >=
+    challenge_age) and whether the till recorded an ID check.
     """
     require_columns(flagged, ["receipt_id", "store_id", "cashier_id", "ts", "age",
                               "id_checked"], "flagged sales")
     band, mae = bands.lookup(flagged["age"])
+    under = (pd.to_numeric(flagged["p_under"], errors="coerce") if "p_under" in flagged
+             else pd.Series(np.nan, index=flagged.index))
+    at_least = p_at_least(challenge_age, flagged["age"], mae)
     rows = flagged.assign(
         store_name=flagged["store_id"].map(store_names),
-        error_band=band, model_mae=mae,
-        p_at_least_threshold=p_at_least(challenge_age, flagged["age"], mae),
-        challenge_age=float(challenge_age))
+        error_band=band, model_mae=mae, p_under=under,
+        p_at_least_threshold=(1.0 - under).where(under.notna(), at_least),
+        challenge_age=float(challenge_age),
+        flag_probability=np.nan if flag_probability is None else float(flag_probability))
     return _typed(rows, COMPLIANCE_DTYPES)
 
 

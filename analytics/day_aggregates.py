@@ -24,7 +24,8 @@ CELL_COLUMNS = ["store_id", "store_name", "age_group", "category", "product_id",
                 "product_name", "age_restricted", "receipts", "category_receipts",
                 "group_receipts", "lines", "items", "revenue"]
 RESTRICTED_SALES_COLUMNS = ["store_id", "cashier_id", "alcohol_sales", "with_age", "flagged"]
-FLAGGED_COLUMNS = ["receipt_id", "store_id", "cashier_id", "ts", "age", "id_checked"]
+FLAGGED_COLUMNS = ["receipt_id", "store_id", "cashier_id", "ts", "age", "p_under",
+                   "id_checked"]
 
 
 class EstimatesError(ValueError):
@@ -48,7 +49,7 @@ class DayAggregates:
     are under the threshold (flagged).
 
     `flagged`: those flagged receipts one by one: receipt_id, store_id, cashier_id, ts, age,
-    id_checked.
+    p_under, id_checked.
     """
 
     cells: pd.DataFrame
@@ -62,13 +63,17 @@ def aggregate_day(
     estimates: pd.DataFrame,
     *,
     challenge_age: float,
+    flag_probability: float | None = None,
     unknown: str = UNKNOWN,
     fast: bool = True,
     chunk_rows: int = CHUNK_ROWS,
     dense_limit: int = DENSE_CELLS,
 ) -> DayAggregates:
-    """Join `day`'s purchases with `estimates` (receipt_id, age_group, age).
+    """Join `day`'s purchases with `estimates` (receipt_id, age_group, age[, p_under]).
 
+    An age-restricted sale is flagged when the estimate's P(age < challenge_age) is at least
+    `flag_probability`; where there is no such probability (no `flag_probability`, or a
+    model without an age distribution), when the estimated age is under `challenge_age`.
     Receipts without an estimate, or whose estimate has no group, count as `unknown`;
     estimates for receipts outside the day are ignored. `fast`, `chunk_rows` and
     `dense_limit` choose how, never what: tests vary them to prove it.
@@ -81,8 +86,8 @@ def aggregate_day(
         stores = reader.stores()
         store_ids, store_code = np.unique(receipts["store_id"].to_numpy(np.int64),
                                           return_inverse=True)
-        age_code, age = _per_receipt(receipts["receipt_id"].to_numpy(np.int64), estimates,
-                                     groups.index(unknown))
+        age_code, age, p_under = _per_receipt(receipts["receipt_id"].to_numpy(np.int64),
+                                              estimates, groups.index(unknown))
         category_code, categories = pd.factorize(products["category"], sort=True)
         index = BasketIndex(
             receipt_ids=receipts["receipt_id"].to_numpy(np.int64),
@@ -99,7 +104,8 @@ def aggregate_day(
 
     cells = _named_cells(counted, store_ids, groups, products, index.product_category,
                          categories, stores)
-    sales, flagged = _compliance(receipts, restricted, age, challenge_age)
+    sales, flagged = _compliance(receipts, restricted, age, p_under, challenge_age,
+                                 flag_probability)
     return DayAggregates(cells, sales, flagged)
 
 
@@ -124,20 +130,25 @@ def _estimate_codes(estimates: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         "receipt_id": frame["receipt_id"].to_numpy(np.int64),
         "age_code": np.asarray(codes, dtype=np.int64),
         "age": pd.to_numeric(frame["age"], errors="coerce").to_numpy(np.float64),
+        "p_under": (pd.to_numeric(frame["p_under"], errors="coerce").to_numpy(np.float64)
+                    if "p_under" in frame.columns else np.full(len(frame), np.nan)),
     })
     return out.sort_values("receipt_id", ignore_index=True), labels
 
 
 def _per_receipt(receipt_ids: np.ndarray, estimates: pd.DataFrame,
-                 unknown_code: int) -> tuple[np.ndarray, np.ndarray]:
-    """(age code, age) for each of the day's receipts: unknown and NaN without an estimate."""
+                 unknown_code: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(age code, age, p_under) for each of the day's receipts: unknown and NaN without an
+    estimate."""
     age_code = np.full(len(receipt_ids), unknown_code, dtype=np.int64)
     age = np.full(len(receipt_ids), np.nan)
+    p_under = np.full(len(receipt_ids), np.nan)
     position, found = find_positions(estimates["receipt_id"].to_numpy(), receipt_ids)
     codes = estimates["age_code"].to_numpy()[position[found]]
     age_code[found] = np.where(codes >= 0, codes, unknown_code)
     age[found] = estimates["age"].to_numpy()[position[found]]
-    return age_code, age
+    p_under[found] = estimates["p_under"].to_numpy()[position[found]]
+    return age_code, age, p_under
 
 
 def _named_cells(counted: pd.DataFrame, store_ids: np.ndarray, groups: Sequence[str],
@@ -173,11 +184,17 @@ def _codes_to_categorical(codes: np.ndarray, labels: np.ndarray) -> pd.Categoric
 
 
 def _compliance(receipts: pd.DataFrame, restricted: np.ndarray, age: np.ndarray,
-                challenge_age: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+                p_under: np.ndarray, challenge_age: float, flag_probability: float | None
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per store x cashier alcohol sales and flags; the flagged receipts one by one."""
     sold = receipts.loc[restricted, ["receipt_id", "store_id", "cashier_id", "ts",
-                                     "id_checked"]].assign(age=age[restricted])
-    under = (sold["age"] < challenge_age).to_numpy()  # NaN (no estimate) is never under
+                                     "id_checked"]].assign(age=age[restricted],
+                                                           p_under=p_under[restricted])
+    # NaN (no estimate) is never under; a probability decides where there is one.
+    under = (sold["age"] < challenge_age).to_numpy()
+    if flag_probability is not None:
+        known = sold["p_under"].notna().to_numpy()
+        under = np.where(known, sold["p_under"].to_numpy() >= flag_probability, under)
     sales = (sold.assign(with_age=sold["age"].notna(), flagged=under)
              .groupby(["store_id", "cashier_id"], sort=True)
              .agg(alcohol_sales=("receipt_id", "size"), with_age=("with_age", "sum"),

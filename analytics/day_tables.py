@@ -64,6 +64,18 @@ class DayOptions:
     window_days: int = 28
     compliance_retention_days: int = 90
     today: dt.date | None = None  # retention counts back from here; None: the clock's today
+    flag_probability: float | None = None  # None: the model card's operating point
+
+    def flag_rule(self, card: Mapping[str, object]) -> float | None:
+        """The P(under the challenge age) at which a sale is flagged: the operator's
+        --flag-probability, else the operating point on the model's card, else None (flag by
+        the estimated age alone, for models without a calibrated distribution)."""
+        if self.flag_probability is not None:
+            return self.flag_probability
+        calibration = card.get("calibration")
+        if isinstance(calibration, Mapping) and calibration.get("flag_probability") is not None:
+            return float(calibration["flag_probability"])
+        return None
 
     def retention_cutoff(self) -> dt.date:
         """Compliance partitions for days before this are deleted (and not written)."""
@@ -89,9 +101,12 @@ def build_day_tables(
 ) -> DayTables:
     """All of `day`'s tables from its estimates (receipt_id, photo_id, age, age_group,
     face_count) and the model card (for the compliance error bands). Writes nothing."""
+    flag_probability = options.flag_rule(card)
+    joined = [c for c in ("receipt_id", "age_group", "age", "p_under") if c in estimates]
     aggregates = with_retries(lambda: aggregate_day(
-        engine, day, estimates[["receipt_id", "age_group", "age"]],
-        challenge_age=options.challenge_age, unknown=UNKNOWN))
+        engine, day, estimates[joined],
+        challenge_age=options.challenge_age, flag_probability=flag_probability,
+        unknown=UNKNOWN))
     cells = aggregates.cells
     tables = DayTables()
     tables.marketing[SALES] = sales_from_cells(category_cells(cells), options.min_cell)
@@ -123,7 +138,7 @@ def build_day_tables(
     stores = dict(cells[["store_id", "store_name"]].drop_duplicates("store_id").itertuples(
         index=False))
     flagged = compliance_rows(aggregates.flagged, stores, ErrorBands.from_card(card),
-                              options.challenge_age)
+                              options.challenge_age, flag_probability)
     sales = compliance_sales(aggregates.restricted_sales, stores)
     tables.restricted[COMPLIANCE] = flagged
     tables.restricted[COMPLIANCE_SALES] = sales

@@ -58,11 +58,12 @@ class NightlyConfig:
     window_days: int = 28  # trailing window of recommendations and compliance summaries
     compliance_retention_days: int = 90
     today: dt.date | None = None  # retention counts back from here; None: the clock's
+    flag_probability: float | None = None  # None: the model card's operating point
 
     def day_options(self) -> DayOptions:
         return DayOptions(self.output_root, self.restricted_root, self.min_cell,
                           self.challenge_age, self.window_days,
-                          self.compliance_retention_days, self.today)
+                          self.compliance_retention_days, self.today, self.flag_probability)
 
 
 @dataclass
@@ -131,12 +132,14 @@ def estimate_ages(
     """Stream the day's photos through the model; one small row per photo comes back."""
     rows = zip(photos["photo_id"].tolist(), photos["path"].tolist())
     frames = []
-    for frame in score_photos(rows, config.photo_root, model, detector, config.batch_size):
+    for frame in score_photos(rows, config.photo_root, model, detector, config.batch_size,
+                              challenge_age=config.challenge_age):
         frames.append(frame)
         if on_batch:
             on_batch(len(frame))
     if not frames:
-        dtypes = {"photo_id": "int64", "age": "float32", "face_count": "int16",
+        dtypes = {"photo_id": "int64", "age": "float32", "p_under": "float64",
+                  "face_count": "int16",
                   "face_confidence": "float32", "face_px": "int16"}
         return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, str)) for c in SCORE_COLUMNS})
     return pd.concat(frames, ignore_index=True)
@@ -157,7 +160,7 @@ def check_photos_found(scores: pd.DataFrame, day: dt.date, photo_root: Path) -> 
             "(is the photo share mounted?); the day's outputs were left as they were")
 
 
-ESTIMATE_COLUMNS = ["receipt_id", "photo_id", "age", "age_group", "face_count",
+ESTIMATE_COLUMNS = ["receipt_id", "photo_id", "age", "age_group", "p_under", "face_count",
                     "face_confidence", "face_px", "status"]
 
 
@@ -166,9 +169,11 @@ def receipt_estimates(photos: pd.DataFrame, scores: pd.DataFrame, bins: AgeBins)
 
     Columns: ESTIMATE_COLUMNS. `status` says how sure the estimate is (models.score.STATUSES);
     ages are rounded to 0.1 year and stored as float64, so 38.6 reads back as 38.6.
+    `p_under` is the model's calibrated P(true age < the challenge age), rounded to 0.001.
     """
     scored = photos[["photo_id", "receipt_id"]].merge(
-        scores[["photo_id", "age", "face_count", "face_confidence", "face_px", "status"]],
+        scores[["photo_id", "age", "p_under", "face_count", "face_confidence", "face_px",
+                "status"]],
         on="photo_id", how="left")
     scored = scored.dropna(subset=["receipt_id"])
     scored = scored.sort_values(["photo_id"]).assign(_no_age=lambda d: d["age"].isna())
@@ -177,6 +182,7 @@ def receipt_estimates(photos: pd.DataFrame, scores: pd.DataFrame, bins: AgeBins)
     one = one.astype({"receipt_id": "int64"}).sort_values("receipt_id").reset_index(drop=True)
     one["age"] = one["age"].astype("float64").round(1)
     one["face_confidence"] = one["face_confidence"].astype("float64").round(3)
+    one["p_under"] = one["p_under"].astype("float64").round(3)
     one["age_group"] = assign_age_groups(one["age"], bins)
     return one[ESTIMATE_COLUMNS]
 

@@ -1,7 +1,8 @@
-"""Per-image decode and MTCNN detection time on 640x480 demo checkout scenes.
+"""Per-image decode and face detection time on 640x480 demo checkout scenes.
 
-Compares detector settings (max_side, min_face_size) and one-by-one vs batched calls, and,
-at the job's default setting, our traced networks against mtcnn as shipped (op by op).
+Compares MTCNN settings (max_side, min_face_size) and one-by-one vs batched calls; at the
+job's setting, our traced networks against mtcnn as shipped (op by op); and BlazeFace, the
+default detector, against MTCNN in the same run.
 Scenes are made in memory; nothing is written. Run: `.venv/bin/python bench/faces_speed.py`
 """
 
@@ -19,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from demo.scenes import available_demo_faces, make_checkout_scene  # noqa: E402
+from models.blazeface import BlazeFaceDetector  # noqa: E402
 from models.faces import MtcnnDetector, build_mtcnn, decode_photo  # noqa: E402
 
 # (max_side, min_face_size). The detector shrinks each photo so that min_face_size becomes
@@ -77,6 +79,16 @@ def main() -> None:
         ms = (time.perf_counter() - start) * 1000 / len(images)
         print(f"{label:>13} 640/40 batch {batch}: {ms:.1f} ms/image, "
               f"{sum(len(boxes) for boxes in found)} faces")
+        if label == "traced (ours)":
+            mtcnn_ms = ms
+
+    blazeface = BlazeFaceDetector()
+    blazeface.warm_up()
+    start = time.perf_counter()
+    found = blazeface.detect_many(images)
+    ms = (time.perf_counter() - start) * 1000 / len(images)
+    print(f"{'BlazeFace':>13} 256 px input: {ms:.1f} ms/image, "
+          f"{sum(len(boxes) for boxes in found)} faces; {ms / mtcnn_ms:.2f}x MTCNN's time")
 
 
 if __name__ == "__main__":

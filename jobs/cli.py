@@ -53,6 +53,10 @@ pass_settings = click.make_pass_decorator(Settings)
               default=DEFAULT_CHALLENGE_AGE, show_default=True,
               help="Compliance flags sales of age-restricted goods to shoppers estimated "
               "under this age.")
+@click.option("--flag-probability", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Flag an age-restricted sale when the model's P(shopper under "
+              "--challenge-age) is at least this (default: the operating point on the model's "
+              "card, chosen on validation faces; see `ageseg evaluate`).")
 @click.option("--window-days", type=click.IntRange(min=1), default=DEFAULT_WINDOW_DAYS,
               show_default=True,
               help="Trailing days behind recommendations and compliance summaries.")

@@ -187,6 +187,7 @@ def _run_one(settings, engine, day, model, detector, bins, job):
     config = NightlyConfig(settings.photo_root, settings.output_root, settings.restricted_root,
                            bins, settings.min_cell, settings.batch_size,
                            challenge_age=settings.challenge_age,
+                           flag_probability=settings.flag_probability,
                            window_days=settings.window_days,
                            compliance_retention_days=settings.compliance_retention_days,
                            today=dt.date.today())

@@ -37,5 +37,6 @@ class Settings:
     face_confidence: float | None = None  # None: the detector's own default
     min_face_size: int = DEFAULT_MIN_FACE_SIZE
     challenge_age: float = DEFAULT_CHALLENGE_AGE
+    flag_probability: float | None = None  # None: the operating point on the model's card
     window_days: int = DEFAULT_WINDOW_DAYS
     compliance_retention_days: int = DEFAULT_COMPLIANCE_RETENTION_DAYS

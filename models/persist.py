@@ -51,6 +51,17 @@ class AgeModel:
     _predict_fn: Any = None
 
     @property
+    def has_distribution(self) -> bool:
+        """Whether the model outputs a distribution over ages (the dex head) that
+        `predict_distribution` can return; the study's regression head does not."""
+        return any(layer.name == "age_probs" for layer in self.keras_model.layers)
+
+    @property
+    def temperature(self) -> float:
+        """The calibration the card names (models/calibrate.py); 1.0: none."""
+        return float((self.card.get("calibration") or {}).get("temperature", 1.0))
+
+    @property
     def version(self) -> str:
         return str(self.card.get("version", "unversioned"))
 
@@ -70,37 +81,73 @@ class AgeModel:
         Every call runs at one fixed batch shape (the last batch is padded), so the graph is
         traced once per process instead of once per distinct batch length.
         """
+        return self.predict_distribution(faces, batch_size)[0]
+
+    def predict_distribution(self, faces: np.ndarray, batch_size: int = 32
+                             ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(ages (N,), calibrated age distributions (N, 101) or None without one).
+
+        The ages are the distribution's mean as trained (what the card's error figures
+        measure); the distribution has the card's temperature applied, so the probabilities
+        read from it (e.g. P(age < 25)) mean what they say (models/calibrate.py).
+        """
         if faces.ndim != 4 or faces.shape[1:] != (self.image_size, self.image_size, 3):
             raise ValueError(
                 f"expected faces of shape (N, {self.image_size}, {self.image_size}, 3), "
                 f"got {faces.shape}"
             )
         if self._predict_fn is None:
-            self._predict_fn = _prediction_graph(self.keras_model, self.mirror)
-        out = np.empty(len(faces), dtype=np.float32)
+            self._predict_fn = _prediction_graph(self.keras_model, self.mirror,
+                                                 self.has_distribution, self.temperature)
+        ages = np.empty(len(faces), dtype=np.float32)
+        probs = np.empty((len(faces), 0), np.float32)
         for start in range(0, len(faces), batch_size):
             chunk = faces[start : start + batch_size].astype(np.float32)
             n = len(chunk)
             if n < batch_size:
                 pad = np.zeros((batch_size - n, *chunk.shape[1:]), np.float32)
                 chunk = np.concatenate([chunk, pad])
-            out[start : start + n] = np.asarray(self._predict_fn(chunk))[:n]
-        return out
+            age, dist = self._predict_fn(chunk)
+            ages[start : start + n] = np.asarray(age)[:n]
+            if start == 0:
+                probs = np.empty((len(faces), dist.shape[-1]), np.float32)
+            probs[start : start + n] = np.asarray(dist)[:n]
+        return ages, (probs if self.has_distribution else None)
 
 
-def _prediction_graph(model: Any, mirror: bool) -> Any:
-    """Ages (N,) for a float batch (N, S, S, 3), as one traced graph; with `mirror`, the
-    batch and its mirror images go through the model together and their estimates are
-    averaged."""
+def _prediction_graph(model: Any, mirror: bool, distribution: bool, temperature: float) -> Any:
+    """(ages (N,), distributions (N, K)) for a float batch (N, S, S, 3), as one traced graph.
+
+    With `mirror`, the batch and its mirror images go through the model together and their
+    estimates (and distributions) are averaged. The distribution is then sharpened or
+    widened by the calibration temperature: p ** (1 / T), renormalised. Without a
+    distribution (regression head) the second output is a (N, 0) placeholder.
+    """
+    import keras
     import tensorflow as tf
+
+    if distribution:
+        model = keras.Model(model.inputs, [model.output, model.get_layer("age_probs").output])
+
+    def forward(x: Any) -> tuple[Any, Any]:
+        if distribution:
+            age, probs = model(x, training=False)
+            return age[:, 0], tf.cast(probs, tf.float32)
+        age = model(x, training=False)[:, 0]
+        return age, tf.zeros([tf.shape(x)[0], 0])
 
     @tf.function
     def predict(x: Any) -> Any:
-        if not mirror:
-            return model(x, training=False)[:, 0]
-        n = tf.shape(x)[0]
-        ages = model(tf.concat([x, tf.reverse(x, axis=[2])], axis=0), training=False)[:, 0]
-        return (ages[:n] + ages[n:]) / 2
+        if mirror:
+            n = tf.shape(x)[0]
+            age, probs = forward(tf.concat([x, tf.reverse(x, axis=[2])], axis=0))
+            age, probs = (age[:n] + age[n:]) / 2, (probs[:n] + probs[n:]) / 2
+        else:
+            age, probs = forward(x)
+        if distribution and temperature != 1.0:
+            logp = tf.math.log(tf.maximum(probs, 1e-12)) / temperature
+            probs = tf.nn.softmax(logp, axis=-1)
+        return age, probs
 
     return predict
 

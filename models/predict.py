@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from models.persist import AgeModel
@@ -9,12 +11,28 @@ from models.persist import AgeModel
 
 def predict_files(model: AgeModel, paths: list[str], batch_size: int = 64) -> np.ndarray:
     """Ages in years for face-crop image files, in the order given."""
+    return predict_files_distribution(model, paths, batch_size)[0]
+
+
+def predict_files_distribution(
+    model: AgeModel, paths: list[str], batch_size: int = 64,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(ages (N,), calibrated age distributions (N, K) or None) for face-crop files, in
+    the order given; `on_batch(n)` after each batch, for progress."""
     from models.data import face_dataset
 
-    out = np.empty(len(paths), dtype=np.float32)
+    ages = np.empty(len(paths), dtype=np.float32)
+    probs: np.ndarray | None = None
     pos = 0
     for batch in face_dataset(paths, None, model.image_size, batch_size).as_numpy_iterator():
-        ages = model.predict_faces(batch, batch_size=batch_size)
-        out[pos : pos + len(ages)] = ages
-        pos += len(ages)
-    return out
+        age, dist = model.predict_distribution(batch, batch_size=batch_size)
+        if dist is not None:
+            if probs is None:
+                probs = np.empty((len(paths), dist.shape[-1]), np.float32)
+            probs[pos : pos + len(age)] = dist
+        ages[pos : pos + len(age)] = age
+        pos += len(age)
+        if on_batch:
+            on_batch(len(age))
+    return ages, probs

@@ -35,8 +35,8 @@ from models.persist import AgeModel
 STATUSES = ("ok", "several_faces", "low_confidence", "no_face", "quarantined")
 AGED = STATUSES[:3]
 
-SCORE_COLUMNS = ["photo_id", "age", "face_count", "face_confidence", "face_px", "status",
-                 "reason", "detail"]
+SCORE_COLUMNS = ["photo_id", "age", "p_under", "face_count", "face_confidence", "face_px",
+                 "status", "reason", "detail"]
 
 
 @dataclass
@@ -101,25 +101,34 @@ def faces_from_photo(
 
 
 def score_batch(
-    photos: list[tuple[int, bytes]], model: AgeModel, detector, batch_size: int = 32
+    photos: list[tuple[int, bytes]], model: AgeModel, detector, batch_size: int = 32,
+    challenge_age: float | None = None,
 ) -> pd.DataFrame:
     """Photo bytes in, one row per photo out (SCORE_COLUMNS); the step a distributed engine
-    would map over partitions of photos."""
+    would map over partitions of photos. With `challenge_age`, `p_under` is the model's
+    calibrated P(true age < challenge_age) (NaN for a model without a distribution)."""
     contract = contract_for(model.card, detector.name)
     return _estimate(prepare_batch(photos, detector, model.image_size, contract), model,
-                     batch_size)
+                     batch_size, challenge_age)
 
 
-def _estimate(prepared: list[PreparedPhoto], model: AgeModel, batch_size: int) -> pd.DataFrame:
+def _estimate(prepared: list[PreparedPhoto], model: AgeModel, batch_size: int,
+              challenge_age: float | None = None) -> pd.DataFrame:
+    from models.calibrate import p_under
+
     ages = np.full(len(prepared), np.nan, dtype=np.float32)
+    under = np.full(len(prepared), np.nan, dtype=np.float64)
     with_face = [i for i, p in enumerate(prepared) if p.face is not None]
     if with_face:
         faces = np.stack([prepared[i].face for i in with_face])
-        ages[with_face] = model.predict_faces(faces, batch_size=batch_size)
+        ages[with_face], probs = model.predict_distribution(faces, batch_size=batch_size)
+        if probs is not None and challenge_age is not None:
+            under[with_face] = p_under(probs, challenge_age)
     return pd.DataFrame(
         {
             "photo_id": np.array([p.photo_id for p in prepared], dtype=np.int64),
             "age": ages,
+            "p_under": under,
             "face_count": np.array([p.face_count for p in prepared], dtype=np.int16),
             "face_confidence": np.array([p.confidence for p in prepared], dtype=np.float32),
             "face_px": np.array([p.face_px for p in prepared], dtype=np.int16),
@@ -144,6 +153,7 @@ def score_photos(
     model: AgeModel,
     detector,
     batch_size: int = 32,
+    challenge_age: float | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Yield one scored frame (SCORE_COLUMNS) per batch of ``(photo_id, relative_path)``.
 
@@ -165,7 +175,7 @@ def score_photos(
         while pending is not None:
             following = next(chunks, None)
             ahead = pool.submit(prepare, following) if following else None
-            yield _estimate(pending.result(), model, batch_size)
+            yield _estimate(pending.result(), model, batch_size, challenge_age)
             pending = ahead
 
 

@@ -16,6 +16,7 @@ from analytics.compliance import (
     SIGMA_PER_MAE,
     ErrorBands,
     ModelCardError,
+    compliance_rows,
     compliance_summary,
     flag_marks,
     p_at_least,
@@ -57,6 +58,25 @@ def test_probability_of_being_old_enough():
     assert p.iloc[1] == pytest.approx(0.5 * math.erfc(5 / sigma / math.sqrt(2)))
     assert p.iloc[1] == pytest.approx(0.159, abs=1e-3)
     assert p.iloc[2] < 0.01
+
+
+def test_rows_take_the_models_own_probability_where_there_is_one():
+    """P(true age >= threshold) is 1 - the model's P(under) where the estimate has one, and
+    the band-MAE Gaussian only where it has none; the operating point is recorded."""
+    flagged = pd.DataFrame({"receipt_id": [1, 2], "store_id": [1, 1], "cashier_id": [7, 7],
+                            "ts": pd.Timestamp("2026-03-14 12:00"), "age": [23.0, 23.0],
+                            "p_under": [0.8, np.nan], "id_checked": [None, True]})
+    rows = compliance_rows(flagged, {1: "Northgate"}, ErrorBands.from_card(CARD), 25.0, 0.3)
+    assert rows["p_at_least_threshold"].iloc[0] == pytest.approx(0.2)
+    gaussian = p_at_least(25.0, pd.Series([23.0]), pd.Series([5.0])).iloc[0]
+    assert rows["p_at_least_threshold"].iloc[1] == pytest.approx(gaussian)
+    assert rows["flag_probability"].tolist() == [0.3, 0.3]
+    summary = compliance_summary(
+        rows, pd.DataFrame({"store_id": [1], "store_name": ["Northgate"], "cashier_id": [7],
+                            "alcohol_sales": [5], "with_age": [5], "flagged": [2]}),
+        window_start=dt.date(2026, 3, 14), window_end=dt.date(2026, 3, 14), window_days=1,
+        challenge_age=25.0)
+    assert summary["expected_false_flags"].iloc[0] == pytest.approx(0.2 + gaussian)
 
 
 def test_summary_per_store_and_cashier():

@@ -115,6 +115,23 @@ def test_flagged_and_alcohol_sales(engine):
     assert stricter.flagged.empty and stricter.restricted_sales["flagged"].sum() == 0
 
 
+def test_flagged_by_the_models_probability_where_it_has_one(engine):
+    """With an operating point, P(under the challenge age) decides, whatever the point
+    estimate says; an estimate without a probability falls back to the age rule."""
+    estimates = _estimates()
+    # receipt 1 (19.0) is unlikely under 25, 8 (25.0) likely, 4 (24.9) has no probability.
+    estimates["p_under"] = estimates["receipt_id"].map({1: 0.10, 2: 0.01, 8: 0.60})
+    result = aggregate_day(engine, DAY, estimates, challenge_age=25, flag_probability=0.3)
+    assert result.flagged["receipt_id"].tolist() == [4, 8]
+    assert result.flagged["p_under"].tolist()[1] == 0.60
+    assert np.isnan(result.flagged["p_under"].tolist()[0])
+    sales = result.restricted_sales.set_index("cashier_id")
+    assert sales.loc[101, "flagged"] == 0 and sales.loc[201, "flagged"] == 2
+    # Without an operating point the probabilities are carried but the age rule decides.
+    by_age = aggregate_day(engine, DAY, estimates, challenge_age=25)
+    assert by_age.flagged["receipt_id"].tolist() == [1, 4]
+
+
 def test_a_day_without_receipts_and_bad_estimates(engine):
     empty = aggregate_day(engine, DAY + dt.timedelta(days=5), _estimates(), challenge_age=25)
     assert empty.cells.empty and empty.flagged.empty and empty.restricted_sales.empty
