@@ -36,7 +36,7 @@ def _background(side: int) -> tf.Tensor:
     horizontal = tf.random.uniform([]) < 0.5
     ramp = tf.cond(horizontal, lambda: ramp[None, :, None], lambda: ramp[:, None, None])
     image = c0 + (c1 - c0) * ramp * tf.ones([side, side, 1])
-    noise = tf.random.normal([side, side, 3], stddev=tf.random.uniform([], 0.0, 20.0))
+    noise = tf.random.normal([side, side, 3], stddev=tf.random.uniform([], 0.0, 10.0))
     return image + noise
 
 
@@ -60,7 +60,7 @@ def _reframe(image: tf.Tensor, image_size: int) -> tf.Tensor:
     soft = tf.image.pad_to_bounding_box(
         _feather_mask(image_size), offset, offset, canvas_side, canvas_side
     )
-    mask = tf.cond(tf.random.uniform([]) < 0.5, lambda: inside, lambda: soft)
+    mask = tf.cond(tf.random.uniform([]) < 2 / 3, lambda: inside, lambda: soft)
     canvas = face * mask + _background(canvas_side) * (1.0 - mask)
 
     scale = tf.random.uniform([], 1.0 - JITTER_SCALE, 1.0 + JITTER_SCALE)
@@ -84,20 +84,33 @@ def _reframe(image: tf.Tensor, image_size: int) -> tf.Tensor:
     return out[0]
 
 
+def _mild_crop(image: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Scale +-10 % and a small shift inside the face file, edges reflected."""
+    pad = max(2, image_size // 10)
+    image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+    scale = tf.random.uniform([], 0.9, 1.1)
+    side = tf.cast(tf.cast(image_size + 2 * pad, tf.float32) * scale, tf.int32)
+    image = tf.image.resize(image, (side, side))
+    return tf.image.random_crop(image, (image_size, image_size, 3))
+
+
 def _soften(image: tf.Tensor, image_size: int) -> tf.Tensor:
-    """A third of the time, lose detail as a small or out-of-focus face in a photo does:
+    """A fifth of the time, lose detail as a small or out-of-focus face in a photo does:
     down to 40-100 % of the side and back up."""
     side = tf.cast(tf.cast(image_size, tf.float32) * tf.random.uniform([], 0.4, 1.0), tf.int32)
     blurred = tf.image.resize(tf.image.resize(image, (side, side), antialias=True),
                               (image_size, image_size))
-    return tf.cond(tf.random.uniform([]) < 1 / 3, lambda: blurred, lambda: image)
+    return tf.cond(tf.random.uniform([]) < 0.2, lambda: blurred, lambda: image)
 
 
 def _augment(image: tf.Tensor, image_size: int) -> tf.Tensor:
     """Label-preserving changes a checkout camera produces: framing around the face and the
     background beside it, mirror, light, colour, blur."""
     image = tf.image.random_flip_left_right(image)
-    image = _reframe(image, image_size)
+    # Half the faces as a detector frames them in a photo, half as the face files frame
+    # them (with the mild crop jitter of before): the model must stay as good on crops.
+    image = tf.cond(tf.random.uniform([]) < 0.5, lambda: _reframe(image, image_size),
+                    lambda: _mild_crop(image, image_size))
     image = _soften(image, image_size)
     image = tf.image.random_brightness(image, 25.0)
     image = tf.image.random_contrast(image, 0.75, 1.25)

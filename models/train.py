@@ -271,10 +271,11 @@ def train(
                        "note": "each age is the mean of the estimates for the face and its "
                                "mirror image; the metrics below were measured so"},
         "recipe": {**asdict(config), "optimizer": "AdamW + cosine decay with warmup",
-                   "augmentation": "flip; the face file on a random background canvas, "
-                                   "cut out with scale +-15 %, shift +-10 %, rotation +-10 deg "
-                                   "(detector jitter around the crop contract); 1/3 softened; "
-                                   "brightness, contrast, saturation, 10% grayscale",
+                   "augmentation": "flip; half the faces placed on a random background "
+                                   "canvas and cut out with scale +-15 %, shift +-10 %, "
+                                   "rotation +-10 deg (detector jitter around the crop "
+                                   "contract), half cropped +-10 % inside the file; 1/5 "
+                                   "softened; brightness, contrast, saturation, 10% grayscale",
                    "backbone_init": str(backbone_weights) if backbone_weights else "random",
                    "init_from": parent},
         "training": {"epochs_run": int(len(history)), "wall_seconds_last_session": round(wall),
