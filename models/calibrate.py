@@ -178,3 +178,41 @@ def calibrate_card(probs_val: np.ndarray, ages_val: np.ndarray, age: float = 25.
         "max_adult_flag_rate": MAX_ADULT_FLAG_RATE,
         "flag_rates_at_operating_point": flag_rates(p, ages_val, point),
     }
+
+
+def probability_metrics(p: np.ndarray, ages: np.ndarray, age: float,
+                        flag_probability: float) -> dict[str, Any]:
+    """What `ageseg evaluate` reports about P(age < `age`): its calibration error, the flag
+    rates at the operating point, and the trade-off curve at a few cuts."""
+    rates = flag_rates(p, ages, flag_probability)
+    shown = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
+    return {
+        "calibration_error": calibration_error(p, np.asarray(ages) < age),
+        "flag_probability": float(flag_probability),
+        "flagged_13_17": rates["13_17"],
+        "flagged_25_29": rates["25_29"],
+        "flagged_30_plus": rates["30_plus"],
+        "trade_off": [{"p": t, **flag_rates(p, ages, t)} for t in shown],
+    }
+
+
+def format_probability_report(metrics: dict[str, Any], age: float) -> str:
+    """Console lines for `probability_metrics`."""
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:5.1f}%"
+
+    lines = [
+        f"P(age < {age:g}) calibration error {metrics['calibration_error']:.3f} "
+        "(0 is perfect; target <= 0.03)",
+        f"operating point: flag when P(age < {age:g}) >= {metrics['flag_probability']:g}: "
+        f"real 13-17 flagged {pct(metrics['flagged_13_17'])}, 25-29 "
+        f"{pct(metrics['flagged_25_29'])}, 30+ {pct(metrics['flagged_30_plus'])}",
+        "trade-off:      p   13-17   25-29     30+",
+    ]
+    for row in metrics["trade_off"]:
+        mark = "  <- near the operating point" if abs(
+            row["p"] - metrics["flag_probability"]) < 0.05 else ""
+        lines.append(f"           {row['p']:>5g}  {pct(row['13_17'])}  {pct(row['25_29'])}  "
+                     f"{pct(row['30_plus'])}{mark}")
+    return "\n".join(lines)

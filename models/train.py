@@ -258,7 +258,7 @@ def train(
         raise TrainingError("training produced no checkpoint (no epoch finished)")
     train_model.load_weights(str(best_weights))
     history = pd.read_csv(history_csv)
-    metrics = _final_metrics(age_model, val_df, test_df, config)
+    metrics, calibration = _final_metrics(age_model, val_df, test_df, config)
     log(f"best validation MAE {metrics['val_mae']:.2f} years; test MAE {metrics['test_mae']}")
     crop = calibrate_crops(train_df, config.seed, log=log)
     card = {
@@ -286,6 +286,7 @@ def train(
                      "device": "GPU" if mixed else "CPU"},
         "metrics": metrics,
         "crop": crop,
+        **({"calibration": calibration} if calibration else {}),
         **(card_extra or {}),
     }
     save_model(age_model, out_path, card)
@@ -306,6 +307,12 @@ def calibrate_crops(train_df: pd.DataFrame, seed: int,
     from models.crop import WHOLE_IMAGE, CropContract, calibrate
     from models.faces import MtcnnDetector, PhotoError, decode_photo, read_photo
 
+    out = {WHOLE_IMAGE: {**CropContract(WHOLE_IMAGE, 1.0).to_card(),
+                         "note": "photos that are face files: the file is the square"}}
+    if len(train_df) < CALIBRATION_FACES // 4:
+        log(f"crop contracts: {len(train_df)} training faces are too few to fit them; the "
+            "calibrated defaults (models/crop.py) apply")
+        return out
     sample = train_df.sample(min(CALIBRATION_FACES, len(train_df)), random_state=seed)
     faces = []
     for path in sample["path"]:
@@ -313,8 +320,6 @@ def calibrate_crops(train_df: pd.DataFrame, seed: int,
             faces.append(decode_photo(read_photo(Path(path))))
         except PhotoError:
             continue
-    out = {WHOLE_IMAGE: {**CropContract(WHOLE_IMAGE, 1.0).to_card(),
-                         "note": "photos that are face files: the file is the square"}}
     for detector in (BlazeFaceDetector(), MtcnnDetector()):
         try:
             contract = calibrate(detector, faces, seed=seed)
@@ -359,22 +364,49 @@ def samples_seen(card: dict[str, Any]) -> int | None:
     return None
 
 
-def _final_metrics(age_model, val_df, test_df, config: TrainConfig) -> dict[str, Any]:
+def _final_metrics(age_model, val_df, test_df, config: TrainConfig
+                   ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(metrics, calibration): errors on the validation and test splits, and, for a model
+    with an age distribution, the temperature and Challenge 25 operating point fitted on
+    validation faces (models/calibrate.py) with their figures on the test faces."""
+    from models.calibrate import (
+        calibrate_card,
+        calibration_error,
+        flag_rates,
+        p_under,
+        with_temperature,
+    )
     from models.persist import AgeModel
-    from models.predict import predict_files
+    from models.predict import predict_files_distribution
 
     model = AgeModel(age_model, mirror=MIRROR_AVERAGE)  # as the card will say
     out: dict[str, Any] = {}
+    probs: dict[str, np.ndarray | None] = {}
     for name, df in (("val", val_df), ("test", test_df)):
         if len(df) == 0:
             out[f"{name}_mae"] = None
             continue
-        pred = predict_files(model, df["path"].tolist(), batch_size=config.batch_size)
+        pred, probs[name] = predict_files_distribution(model, df["path"].tolist(),
+                                                       batch_size=config.batch_size)
         out[f"{name}_mae"] = round(float(np.mean(np.abs(pred - df["real_age"].to_numpy()))), 3)
         out[f"{name}_n"] = len(df)
         if name == "val":
             out["by_band"] = _bands(df["real_age"], pred)
-    return out
+    if probs.get("val") is None:
+        return out, None
+    calibration = calibrate_card(probs["val"], val_df["real_age"].to_numpy(float))
+    if probs.get("test") is not None:
+        ages = test_df["real_age"].to_numpy(float)
+        p = p_under(with_temperature(probs["test"], calibration["temperature"]),
+                    calibration["challenge_age"])
+        calibration["test"] = {
+            "n": len(ages),
+            "calibration_error": round(calibration_error(p, ages < calibration["challenge_age"]),
+                                       4),
+            "flag_rates_at_operating_point": flag_rates(p, ages,
+                                                        calibration["flag_probability"]),
+        }
+    return out, calibration
 
 
 def _bands(real: pd.Series, pred: np.ndarray) -> dict[str, Any]:
