@@ -50,6 +50,13 @@ def command(settings: Settings, workdir: Path, day: dt.datetime, faces_dir: Path
     _show(settings, demo)
 
 
+def read_card_of(settings: Settings) -> dict:
+    """The card of the model the demo scored with."""
+    from models.persist import DEFAULT_MODEL_PATH, read_card
+
+    return read_card(settings.model_path or DEFAULT_MODEL_PATH)
+
+
 def _show(settings: Settings, demo) -> None:
     import pandas as pd
 
@@ -64,8 +71,16 @@ def _show(settings: Settings, demo) -> None:
     scored = estimates.merge(demo.shoppers, on="receipt_id").dropna(subset=["age"])
     if len(scored):
         mae = (scored["age"] - scored["true_age"]).abs().mean()
-        click.echo(f"\nscored ages vs the demo shoppers' true ages: MAE {mae:.1f} years "
-                   f"over {len(scored)} receipts ({demo.shoppers['face'].nunique()} faces)")
+        faces = demo.shoppers["face"].nunique()
+        test_mae = (read_card_of(settings).get("metrics") or {}).get("test_mae")
+        click.echo(f"\nages written for the demo's checkout photos (detect, crop, estimate) vs "
+                   f"the shoppers' true ages: MAE {mae:.1f} years over {len(scored)} receipts "
+                   f"of {faces} different face(s)")
+        if test_mae is not None:
+            click.echo(f"  (the model's own MAE on held-out face crops: {test_mae:.2f} years; "
+                       + ("with so few faces the line above is those people's error, not the "
+                          "model's)" if faces < 20 else "bench/scene_quality.py measures both "
+                          "side by side)"))
     click.echo("\nquery the tables, e.g.:")
     click.echo(f"  duckdb -c \"select * from read_parquet('{settings.output_root}/"
                f"sales_by_age_group/*/*.parquet', hive_partitioning=true) limit 10\"")
