@@ -91,6 +91,11 @@ class _TimeBudget:
 
             def on_epoch_begin(self, epoch, logs=None):
                 self.epoch_start = time.monotonic()
+                if self.epoch_start > self.start + minutes * 60:
+                    # Already over budget (e.g. `--resume --max-minutes 0.01` to rewrite a
+                    # finished run's model with the current card): Keras stops after the
+                    # first batch, and the best weights, not these, are what is saved.
+                    self.model.stop_training = True
 
             def on_epoch_end(self, epoch, logs=None):
                 now = time.monotonic()
