@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from models.persist import AgeModel
 
 
-def predict_files(model: AgeModel, paths: list[str], batch_size: int = 64) -> np.ndarray:
-    """Ages in years for face-crop image files, in the order given."""
+def predict_files(model: AgeModel, paths: list[str], batch_size: int = 64,
+                  on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+    """Ages in years for face-crop image files, in the order given; `on_batch(n)` after each
+    batch, for a progress bar (thousands of faces take minutes on a CPU)."""
     from models.data import face_dataset
 
     out = np.empty(len(paths), dtype=np.float32)
@@ -17,4 +21,6 @@ def predict_files(model: AgeModel, paths: list[str], batch_size: int = 64) -> np
         ages = model.predict_faces(batch, batch_size=batch_size)
         out[pos : pos + len(ages)] = ages
         pos += len(ages)
+        if on_batch:
+            on_batch(len(ages))
     return out
