@@ -45,3 +45,11 @@ def test_every_option_has_help_text_and_there_is_a_version():
                 assert param.help, f"{command.name} {param.opts[0]} has no help text"
     result = CliRunner().invoke(cli, ["--version"])
     assert result.exit_code == 0 and result.output.startswith("ageseg, version ")
+
+
+def test_license_is_an_spdx_string():
+    """setuptools warns at every install about `project.license` as a table."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    project = tomllib.loads(pyproject.read_text())["project"]
+    assert isinstance(project["license"], str)
