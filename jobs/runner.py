@@ -48,10 +48,11 @@ def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: 
              allow_empty: bool = False) -> None:
     """Run each day independently; stop at the first failure with a one-line reason.
 
-    Cheap checks come before expensive work, each with its own exit code: age bins and the
-    database URL or SQLite file (2), the model file and card (1), the photo root (1), the
-    lock (75), the database and its tables (69, 1), the output roots (73), a day with no
-    receipts and no photos (65), a day whose photos are not under the photo root (66).
+    Cheap checks come before expensive work, each with its own exit code, in this order:
+    age bins and the database URL (2), the model file and card (1), a SQLite file that does
+    not exist (2), the photo root (1), the lock (75), the database and its tables (69, 1),
+    a day with no receipts and no photos (65), a day whose photos are not under the photo
+    root (66), the output roots (73).
     All of them come before TensorFlow and the model load, and --dry-run runs them too:
     an operator learns in seconds, not after an hour of scoring, that the night cannot work.
     """
