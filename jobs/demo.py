@@ -46,7 +46,8 @@ def command(settings: Settings, workdir: Path, day: dt.datetime, faces_dir: Path
     click.echo(f"building the demo day {day.date()} in {workdir} ...", err=True)
     started = time.monotonic()
     demo = build_demo(workdir, day.date(), faces_dir=faces_dir, stores=stores,
-                      receipts_per_store=receipts_per_store)
+                      receipts_per_store=receipts_per_store,
+                      on_progress=lambda message: click.echo(message, err=True))
     click.echo(f"built {len(demo.shoppers)} receipts and their checkout photos in "
                f"{time.monotonic() - started:.0f}s; scoring them: TensorFlow and the age "
                "model load first (10-30 s), then every photo goes through face detection "
