@@ -67,6 +67,8 @@ def command(settings: Settings, labels: Path, images: Path, split: str, threshol
     try:
         read_card(model_path) if model_path else None  # a wrong --model fails before TF
         loaded = load_labels(labels, images, check_images=True)
+        click.echo(f"{len(loaded.frame)} labelled faces; loading TensorFlow and the model "
+                   "...", err=True)
         model = load_model(model_path)
     except (LabelsError, ModelNotFound, ModelFileError) as exc:
         raise click.ClickException(str(exc)) from exc
