@@ -51,8 +51,8 @@ def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: 
     Cheap checks come before expensive work, each with its own exit code, in this order:
     age bins and the database URL (2), the model file and card (1), a SQLite file that does
     not exist (2), the photo root (1), the lock (75), the database and its tables (69, 1),
-    a day with no receipts and no photos (65), a day whose photos are not under the photo
-    root (66), the output roots (73).
+    the output roots (73), a day with no receipts and no photos (65), a day whose photos
+    are not under the photo root (66).
     All of them come before TensorFlow and the model load, and --dry-run runs them too:
     an operator learns in seconds, not after an hour of scoring, that the night cannot work.
     """
@@ -220,6 +220,9 @@ def _preflight(settings: Settings, engine, days, *, allow_empty: bool,
     if missing:
         raise JobFailed(f"database {redact_url(settings.db_url)} lacks the tables "
                         f"{', '.join(missing)}: create them with `ageseg init-db`")
+    if writing:  # creates the output folders (empty) if need be
+        for root in (settings.output_root, settings.restricted_root):
+            check_writable(root)
     for day in days:
         counts = with_retries(lambda d=day: queries.day_counts(engine, d))
         if not counts["receipts"] and not counts["photos"] and not allow_empty:
@@ -230,9 +233,6 @@ def _preflight(settings: Settings, engine, days, *, allow_empty: bool,
         if counts["photos"]:
             photos = with_retries(lambda d=day: queries.photos_for_day(engine, d))
             check_photo_files(photos, day, settings.photo_root)
-    if writing:  # last: it creates the output folders
-        for root in (settings.output_root, settings.restricted_root):
-            check_writable(root)
 
 
 def _load_scoring(settings: Settings):

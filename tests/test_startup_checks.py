@@ -58,6 +58,11 @@ def _assert_fast_failure(result: dict, code: int, *words: str) -> None:
     assert not result["tensorflow"], "TensorFlow was imported before the check failed"
 
 
+def _files(root: Path) -> list[Path]:
+    """Files written under an output root (the start-up check may create the empty folder)."""
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory) -> tuple[str, Path]:
     """One filled day on SQLite, with its photos; tests only read it."""
@@ -113,7 +118,7 @@ def test_wrong_photo_root_exits_66_before_the_model_loads(shop, tmp_path, tiny_m
     result = _cli([*_opts(tmp_path, url, tiny_model_path, wrong), "nightly", "--date",
                    str(DAY), *dry_run])
     _assert_fast_failure(result, 66, "photos of 2026", str(wrong))
-    assert not (tmp_path / "marketing").exists()
+    assert _files(tmp_path / "marketing") == _files(tmp_path / "restricted") == []
     absent = _cli([*_opts(tmp_path, url, tiny_model_path, tmp_path / "no-such"), "nightly",
                    "--date", str(DAY), *dry_run])
     _assert_fast_failure(absent, 1, "no-such is not a folder")
@@ -127,7 +132,7 @@ def test_day_with_no_receipts_and_no_photos_is_refused(shop, tmp_path, tiny_mode
     result = _cli([*_opts(tmp_path, url, tiny_model_path, photos), "nightly", "--date",
                    unloaded])
     _assert_fast_failure(result, 65, unloaded, "no receipts and no photos", "--allow-empty")
-    assert not (tmp_path / "marketing").exists() and not (tmp_path / "restricted").exists()
+    assert _files(tmp_path / "marketing") == _files(tmp_path / "restricted") == []
     dry = _cli([*_opts(tmp_path, url, tiny_model_path, photos), "nightly", "--date",
                 unloaded, "--dry-run"])
     assert dry["exit_code"] == 65
