@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: env demo test lint bench clean
 
 $(STAMP): pyproject.toml
+	@echo "installing ageseg and its packages (TensorFlow, ...) into $(VENV): about 2.3 GB, a few minutes ..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,demo]'

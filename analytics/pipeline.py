@@ -29,7 +29,7 @@ from analytics.day_tables import (
     write_day_tables,
 )
 from analytics.parquet import remove_marker, write_marker
-from models.faces import UNOPENED_REASONS
+from models.faces import UNOPENED_REASONS, PhotoError, resolve_photo_path
 from models.persist import AgeModel
 from models.score import AGED, SCORE_COLUMNS, STATUSES, score_photos
 from sql import queries
@@ -116,7 +116,10 @@ def run_nightly(
         summary.counts = {**_counts(photos, scores), **tables.counts, **purged}
         summary.quarantine = quarantine
         summary.seconds = round(time.monotonic() - started, 2)
-        write_marker(config.output_root, day, {**meta, **summary.counts,
+        # The file metadata holds text only; the marker keeps numbers as numbers.
+        numbers = {"min_cell": config.min_cell, "challenge_age": config.challenge_age,
+                   "window_days": config.window_days}
+        write_marker(config.output_root, day, {**meta, **numbers, **summary.counts,
                                                "seconds": summary.seconds})
         with_retries(lambda: queries.finish_run(engine, run_id, "ok", summary.counts))
         return summary
@@ -158,6 +161,30 @@ def check_photos_found(scores: pd.DataFrame, day: dt.date, photo_root: Path) -> 
         raise PhotosUnavailable(
             f"none of the {len(scores)} photos of {day} could be opened under {photo_root} "
             "(is the photo share mounted?); the day's outputs were left as they were")
+
+
+def check_photo_files(photos: pd.DataFrame, day: dt.date, photo_root: Path,
+                      sample: int = 200) -> None:
+    """Before the model loads: refuse a day when none of up to `sample` of its photos,
+    spread over the day, exists under `photo_root` (a wrong or empty photo share).
+
+    Only looks the files up; `check_photos_found` still judges the whole day after scoring.
+    """
+    if photos.empty:
+        return
+    step = max(1, len(photos) // sample)
+    reasons = []
+    for rel in photos["path"].iloc[::step].head(sample):
+        try:
+            resolve_photo_path(photo_root, rel)
+            return
+        except PhotoError as exc:
+            reasons.append(exc.reason)
+    if "missing" in reasons and set(reasons) <= set(UNOPENED_REASONS):
+        raise PhotosUnavailable(
+            f"none of {len(reasons)} of the {len(photos)} photos of {day} checked exists under "
+            f"{photo_root} (is the photo share mounted? is --photo-root right?); nothing was "
+            "replaced")
 
 
 ESTIMATE_COLUMNS = ["receipt_id", "photo_id", "age", "age_group", "p_under", "face_count",

@@ -36,6 +36,8 @@ class ReportData:
     start: dt.date
     end: dt.date
     days: int
+    first: dt.date  # the first and last day with data, inside start..end
+    last: dt.date
     hidden_cells: int
     cells: int
     mix: pd.DataFrame  # dt, store_name, age_group, revenue, share
@@ -54,6 +56,7 @@ def report_data(sales: pd.DataFrame, recommendations: pd.DataFrame, start: dt.da
     shown["revenue"] = shown["revenue"].astype(float)
     return ReportData(
         start=start, end=end, days=int(sales["dt"].nunique()),
+        first=min(sales["dt"]), last=max(sales["dt"]),
         hidden_cells=int(sales["suppressed"].sum()), cells=len(sales),
         mix=age_mix(shown), top_categories=top_categories(shown),
         weekly=week_over_week(shown, end), recommended=chain_categories(recommendations))
@@ -100,8 +103,12 @@ def chain_categories(recommendations: pd.DataFrame, top: int = 3) -> pd.DataFram
     if recommendations.empty or "scope" not in recommendations.columns:
         return pd.DataFrame(columns=columns)
     last = recommendations[recommendations["dt"] == recommendations["dt"].max()]
+    # Only what the group buys more of even at the conservative end: a lift_low under 1 does
+    # not support "buys more than all shoppers do".
     chain = last[(last["scope"] == "chain") & (last["level"] == "category")
-                 & (last["rank"] <= top)]
+                 & (last["lift_low"] > 1)]
+    chain = chain.sort_values(["age_group", "rank"])
+    chain = chain[chain.groupby("age_group").cumcount() < top]
     return _by_age(chain[columns])
 
 
@@ -135,10 +142,12 @@ def render_markdown(data: ReportData, charts: dict[str, str]) -> str:
     weekly = data.weekly.assign(
         revenue_per_day=lambda d: d["revenue_per_day"].round(2),
         change=lambda d: (d["change"] * 100).round(1))
+    asked = ("" if (data.first, data.last) == (data.start, data.end) else
+             f" Asked for {data.start} to {data.end}: only these days have data.")
     lines = [
-        f"# What each age group buys: {data.start} to {data.end}",
+        f"# What each age group buys: {data.first} to {data.last}",
         "",
-        f"{data.days} day(s) of `sales_by_age_group`; {data.hidden_cells} of {data.cells} "
+        f"{data.days} day(s) of `sales_by_age_group`.{asked} {data.hidden_cells} of {data.cells} "
         "cells were suppressed (fewer receipts than the minimum cell size) and are left out, "
         f"so shares are of the revenue that could be shown. `{UNKNOWN}`: receipts without a "
         "photo or a face.",
@@ -147,7 +156,9 @@ def render_markdown(data: ReportData, charts: dict[str, str]) -> str:
         "",
         f"![Share of each store's revenue by age group, per day]({charts['mix']})",
         "",
-        "Share of each store's revenue over the range, by age group (%):",
+        "Share of each store's *shown* revenue over the range, by age group (%): the "
+        "revenue of suppressed cells is unknown and left out, so this is the share of the "
+        "part of each store's revenue that could be shown, not of all of it:",
         "",
         markdown_table(store_mix.reset_index()),
         "",
@@ -159,14 +170,15 @@ def render_markdown(data: ReportData, charts: dict[str, str]) -> str:
             columns={"share": "share of group revenue (%)"})),
         "",
     ]
-    if not data.recommended.empty:
-        lines += [
-            "What each group buys *more than all shoppers do* (chain-wide, trailing window "
-            f"ending {data.end}; `lift_low` is the conservative lift used for ranking):",
-            "",
-            markdown_table(data.recommended.round({"lift": 2, "lift_low": 2})),
-            "",
-        ]
+    lines += [
+        "What each group buys *more than all shoppers do* (chain-wide, trailing window "
+        f"ending {data.last}; only categories whose conservative lift `lift_low`, the one "
+        "used for ranking, is above 1):",
+        "",
+        markdown_table(data.recommended.round({"lift": 2, "lift_low": 2}))
+        if not data.recommended.empty else "_(none: no category's conservative lift is above 1)_",
+        "",
+    ]
     lines += [
         "## Week over week",
         "",
@@ -255,12 +267,20 @@ def _chart_weekly(data: ReportData, path: Path) -> Path:
     for group in sorted(data.weekly["age_group"].unique(), key=age_order):
         part = data.weekly[data.weekly["age_group"] == group].sort_values("week_end")
         ax.plot(part["week_end"], part["revenue_per_day"], marker="o", label=group)
+    ax.set_xlim(*week_axis_limits(data.weekly["week_end"]))
     ax.set_xlabel("week ending")
     ax.set_ylabel("revenue per day")
     ax.legend(title="age group", fontsize=8)
     fig.autofmt_xdate()
     fig.tight_layout()
     return _save(fig, path, plt)
+
+
+def week_axis_limits(week_ends: pd.Series) -> tuple[dt.date, dt.date]:
+    """Half a week either side of the data: with one week alone, matplotlib's own limits
+    span years (2025 to 2029 for a one-day report)."""
+    half = dt.timedelta(days=4)
+    return min(week_ends) - half, max(week_ends) + half
 
 
 def _save(fig, path: Path, plt) -> Path:

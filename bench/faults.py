@@ -166,13 +166,24 @@ class Job:
                                      stderr=subprocess.PIPE, text=True)
         self.lines: list[tuple[float, str]] = []
         self.stdout = ""
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self._out: list[str] = []
+        # Each pipe has exactly one reader for the whole run: communicate() in finish() used
+        # to read stderr too, racing this thread, and the lines it won were lost to `lines`
+        # (the clean run's phases then looked missing).
+        self._readers = [threading.Thread(target=self._read_stderr, daemon=True),
+                         threading.Thread(target=self._read_stdout, daemon=True)]
+        for reader in self._readers:
+            reader.start()
 
-    def _read(self) -> None:
+    def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.lines.append((time.monotonic() - self.started, line.rstrip("\n")))
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._out.append(line)
 
     def seen(self, text: str) -> float | None:
         """Seconds after start when a line containing `text` arrived, or None."""
@@ -204,9 +215,16 @@ class Job:
         return True
 
     def finish(self, timeout: float = 3600) -> int:
-        self.stdout, _ = self.proc.communicate(timeout=timeout)
-        self._reader.join(5)
+        """Wait for the process and both readers; the pipes are read by the threads alone."""
+        self.proc.wait(timeout=timeout)
+        self.join_readers()
         return self.proc.returncode
+
+    def join_readers(self) -> None:
+        """After the process ended: wait until both pipes are drained to their end."""
+        for reader in self._readers:
+            reader.join(30)
+        self.stdout = "".join(self._out)
 
     def run_id(self) -> str | None:
         for _, line in self.lines:
@@ -551,7 +569,7 @@ def load(args: argparse.Namespace, work: Path, model: Path) -> bool:
         job.proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.monotonic() - job.started
         sampler.join(5)
-        job._reader.join(5)
+        job.join_readers()
         if job.proc.returncode != 0:
             print(f"load: the job failed ({job.proc.returncode}):\n{job.stderr_tail()}")
             return False

@@ -9,6 +9,7 @@ quarantine at work.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +40,13 @@ def build_demo(
     stores: int = 3,
     receipts_per_store: int = 100,
     seed: int = 7,
+    on_progress: Callable[[str], None] | None = None,
 ) -> DemoDay:
-    """Create (or refresh) the demo database and photos for ``day`` under ``workdir``."""
+    """Create (or refresh) the demo database and photos for ``day`` under ``workdir``.
+
+    `on_progress(message)` hears each step: drawing the photos takes half a minute or more,
+    and a command that says nothing that long looks hung."""
+    say = on_progress or (lambda _message: None)
     workdir = Path(workdir).resolve()
     photo_root = workdir / "photos"
     db_url = f"sqlite:///{workdir / 'shop.db'}"
@@ -58,14 +64,16 @@ def build_demo(
         shoppers = generate_day(engine, day, stores=stores, receipts_per_store=receipts_per_store,
                                 shopper_ages=[age for _, age, _ in faces], seed=seed)
         shoppers["face"] = [faces[i][2] for i in shoppers["shopper_index"]]
-        photos = _write_photos(photo_root, day, shoppers, faces, rng)
+        say(f"{len(shoppers)} receipts in {db_url}; drawing their checkout photos ...")
+        photos = _write_photos(photo_root, day, shoppers, faces, rng, say)
         _replace_photo_rows(engine, day, photos)
     finally:
         engine.dispose()
     return DemoDay(db_url, photo_root, day, shoppers[["receipt_id", "true_age", "face"]])
 
 
-def _write_photos(root: Path, day: dt.date, shoppers: pd.DataFrame, faces, rng) -> pd.DataFrame:
+def _write_photos(root: Path, day: dt.date, shoppers: pd.DataFrame, faces, rng,
+                  say: Callable[[str], None] = lambda _message: None) -> pd.DataFrame:
     folder = root / day.isoformat()
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -75,6 +83,8 @@ def _write_photos(root: Path, day: dt.date, shoppers: pd.DataFrame, faces, rng) 
         rel = f"{day.isoformat()}/r{r.receipt_id}.jpg"
         (root / rel).write_bytes(make_checkout_scene(faces[r.shopper_index][0], rng))
         rows.append((r.receipt_id, r.receipt_id, rel, r.ts))
+        if len(rows) % 100 == 0:
+            say(f"  {len(rows)} photos of about {round(len(shoppers) * PHOTO_RATE)}")
     photos = pd.DataFrame(rows, columns=["photo_id", "receipt_id", "path", "taken_at"])
     # Two photos the job must quarantine rather than crash on.
     first_id = int(shoppers["receipt_id"].max()) + 1

@@ -20,6 +20,7 @@ from jobs.settings import (
     DEFAULT_DB_URL,
     DEFAULT_MIN_CELL,
     DEFAULT_MIN_FACE_SIZE,
+    DEFAULT_PHOTO_ROOT,
     DEFAULT_WINDOW_DAYS,
     DETECTORS,
     Settings,
@@ -32,10 +33,12 @@ pass_settings = click.make_pass_decorator(Settings)
                                 "help_option_names": ["-h", "--help"]})
 @click.option("--db-url", default=DEFAULT_DB_URL, show_default=True,
               help="SQLAlchemy URL of the shop database (env AGESEG_DB_URL).")
-@click.option("--photo-root", type=click.Path(path_type=Path), default=Path("var/demo/photos"),
+@click.option("--photo-root", type=click.Path(path_type=Path), default=DEFAULT_PHOTO_ROOT,
               show_default=True, help="Folder that checkout photo paths are relative to.")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
-              help="Age model file (.ageseg). Default: the model shipped with the package.")
+              envvar=["AGESEG_MODEL", "AGESEG_MODEL_PATH"],
+              help="Age model file (.ageseg) for every command that uses one (env "
+              "AGESEG_MODEL). Default: the model shipped with the package.")
 @click.option("--output-root", type=click.Path(path_type=Path),
               default=Path("var/demo/out/marketing"), show_default=True,
               help="Marketing Parquet tables (aggregates only).")
@@ -48,7 +51,8 @@ pass_settings = click.make_pass_decorator(Settings)
               help="Age groups as lower-upper ranges, the last open-ended.")
 @click.option("--min-cell", type=click.IntRange(min=1), default=DEFAULT_MIN_CELL,
               show_default=True, help="Suppress marketing cells with fewer receipts than this.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Photos per model call: larger uses more memory, can be faster on a GPU.")
 @click.option("--challenge-age", type=click.FloatRange(min=0, min_open=True),
               default=DEFAULT_CHALLENGE_AGE, show_default=True,
               help="Compliance flags sales of age-restricted goods to shoppers estimated "
@@ -76,6 +80,7 @@ pass_settings = click.make_pass_decorator(Settings)
               show_default=True, help="Smallest face (pixels, in the photo) to look for; "
               "raise it when the shopper's face is always large: detection gets faster.")
 @click.option("-v", "--verbose", count=True, help="More log output (repeatable).")
+@click.version_option(package_name="ageseg", prog_name="ageseg")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, **options: object) -> None:
     """Estimate shoppers' ages from checkout photos and write age-group sales tables."""

@@ -14,15 +14,25 @@ from jobs.settings import Settings
 @click.command("nightly")
 @click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), default=None,
               help="Day to score (default: yesterday).")
-@click.option("--dry-run", is_flag=True, help="Say what would be scored; write nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Run the start-up checks and say what would be scored; write nothing.")
+@click.option("--allow-empty", is_flag=True,
+              help="Write empty tables for a day with no receipts and no photos (default: "
+              "refuse with exit 65, as the day's sales were most likely never loaded).")
 @pass_settings
-def command(settings: Settings, day: dt.datetime | None, dry_run: bool) -> None:
+def command(settings: Settings, day: dt.datetime | None, dry_run: bool,
+            allow_empty: bool) -> None:
     """Score one day's checkout photos and replace that day's tables.
 
-    Exit codes: 0 done, 1 failed, 2 bad usage, 69 database unavailable,
-    73 output not writable, 75 another run holds the lock.
+    \b
+    Exit codes: 0 done, 1 failed, 2 bad usage or settings (nothing done),
+    65 the day has no receipts and no photos (see --allow-empty),
+    66 none of the day's photo files exists under --photo-root,
+    69 database unavailable, 73 output not writable, 75 another run holds the lock,
+    143 stopped by SIGTERM.
 
     \b
     Example: ageseg nightly --date 2026-11-28
     """
-    run_days(settings, [day.date() if day else yesterday()], job="nightly", dry_run=dry_run)
+    run_days(settings, [day.date() if day else yesterday()], job="nightly", dry_run=dry_run,
+             allow_empty=allow_empty)

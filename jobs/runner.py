@@ -10,14 +10,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
 
 from jobs.lock import EXIT_LOCKED, AlreadyRunning, LockError, run_lock
-from jobs.settings import Settings
+from jobs.settings import DEFAULT_DB_URL, DEFAULT_PHOTO_ROOT, Settings
 
 log = logging.getLogger("ageseg")
 
+EXIT_USAGE = 2  # as Click's own usage errors: nothing was done
+EXIT_EMPTY_DAY = 65  # EX_DATAERR: no receipts and no photos; the day was never loaded?
 EXIT_NO_PHOTOS = 66  # EX_NOINPUT
 EXIT_DB_UNAVAILABLE = 69  # EX_UNAVAILABLE
 EXIT_CANT_WRITE = 73  # EX_CANTCREAT
@@ -41,12 +44,17 @@ def parse_bins(spec: str):
         raise click.BadParameter(str(exc), param_hint="--age-bins") from exc
 
 
-def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: bool) -> None:
+def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: bool,
+             allow_empty: bool = False) -> None:
     """Run each day independently; stop at the first failure with a one-line reason.
 
-    Cheap checks come before expensive work, each with its own exit code: age bins (2), the
-    lock (75), the database (69), the output roots (73), the photo root and the model (1).
-    An operator learns in seconds, not after an hour of scoring, that the night cannot work.
+    Cheap checks come before expensive work, each with its own exit code, in this order:
+    age bins and the database URL (2), the model file and card (1), a SQLite file that does
+    not exist (2), the photo root (1), the lock (75), the database and its tables (69, 1),
+    the output roots (73), a day with no receipts and no photos (65), a day whose photos
+    are not under the photo root (66).
+    All of them come before TensorFlow and the model load, and --dry-run runs them too:
+    an operator learns in seconds, not after an hour of scoring, that the night cannot work.
     """
     import sqlalchemy as sa
 
@@ -65,13 +73,18 @@ def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: 
         engine = make_engine(settings.db_url)
     except DatabaseUrlError as exc:
         raise click.BadParameter(str(exc), param_hint="--db-url") from exc
+    # Nothing below creates a file until these pass (not the lock, not an empty SQLite file).
+    model_path, card = check_model(settings)
+    check_sqlite_file(settings.db_url)
+    check_photo_root(settings)
     what = f"{job} {days[0]}" + (f"..{days[-1]}" if len(days) > 1 else "")
     try:
         if dry_run:
-            _dry_run(settings, engine, days)
+            _preflight(settings, engine, days, allow_empty=allow_empty, writing=False)
+            _dry_run(settings, engine, days, model_path, card)
             return
         with _sigterm_as_exception(), run_lock(settings.lock_dir, what=what):
-            _preflight(settings, engine)
+            _preflight(settings, engine, days, allow_empty=allow_empty)
             model, detector = _load_scoring(settings)
             for day in days:
                 summary = _run_one(settings, engine, day, model, detector, bins, job)
@@ -130,19 +143,96 @@ def _sigterm_as_exception() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _preflight(settings: Settings, engine) -> None:
-    """Fail fast on what would otherwise fail after the model load and all the scoring."""
-    from analytics.parquet import check_writable
-    from sql.engine import ping, with_retries
+def check_model(settings: Settings) -> tuple[Path, dict]:
+    """The model file and its card, read without TensorFlow: a wrong --model or an untrained
+    model fails in well under a second, not after the 10-15 s of importing TensorFlow."""
+    import zipfile
 
-    with_retries(lambda: ping(engine))
-    for root in (settings.output_root, settings.restricted_root):
-        check_writable(root)
+    from models.persist import (
+        DEFAULT_MODEL_PATH,
+        FORMAT,
+        ModelFileError,
+        ModelNotFound,
+        read_card,
+    )
+
+    path = settings.model_path or DEFAULT_MODEL_PATH
+    try:
+        card = read_card(path)
+    except (ModelNotFound, ModelFileError) as exc:
+        raise JobFailed(str(exc)) from exc
+    except (KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise JobFailed(f"{path} is not an ageseg model file (no readable card: {exc})") from exc
+    if card.get("format") != FORMAT:
+        raise JobFailed(f"{path}: unknown model format {card.get('format')!r}")
+    if not (card.get("metrics") or {}).get("val_mae"):
+        raise JobFailed(f"model {card.get('version', 'unversioned')} has no validation "
+                        "figures: refusing to present an untrained model's output as ages")
+    return Path(path), card
+
+
+def check_sqlite_file(db_url: str) -> None:
+    """A SQLite URL must name an existing file: SQLite would create an empty one and the run
+    would then fail on a missing table (or the defaults, used outside the repository, would
+    be reported as an outage)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    database = url.database or ""
+    if (url.get_backend_name() != "sqlite" or database in ("", ":memory:")
+            or database.startswith("file:") or url.query.get("uri")):
+        return
+    if Path(database).is_file():
+        return
+    where = _default_note(db_url == DEFAULT_DB_URL, "--db-url / AGESEG_DB_URL")
+    raise JobFailed(f"database file {database} does not exist{where}; create the tables with "
+                    "`ageseg init-db` (or build the demo with `make demo`)", EXIT_USAGE)
+
+
+def check_photo_root(settings: Settings) -> None:
     if not settings.photo_root.is_dir():
         # Every photo would be quarantined as missing and the day's tables replaced by ones
         # where every shopper's age is unknown: refuse instead.
-        raise JobFailed(f"photo root {settings.photo_root} is not a folder "
+        where = _default_note(settings.photo_root == DEFAULT_PHOTO_ROOT,
+                              "--photo-root / AGESEG_PHOTO_ROOT")
+        raise JobFailed(f"photo root {settings.photo_root} is not a folder{where} "
                         "(is the photo share mounted?)")
+
+
+def _default_note(is_default: bool, option: str) -> str:
+    """For a demo default used elsewhere: say it was the default and where it was looked for."""
+    if not is_default:
+        return ""
+    return (f" (the demo default, relative to the current folder {Path.cwd()}; "
+            f"run from the repository or set {option})")
+
+
+def _preflight(settings: Settings, engine, days, *, allow_empty: bool,
+               writing: bool = True) -> None:
+    """Fail fast on what would otherwise fail after the model load and all the scoring."""
+    from analytics.parquet import check_writable
+    from analytics.pipeline import check_photo_files
+    from sql import queries
+    from sql.engine import ping, redact_url, with_retries
+
+    with_retries(lambda: ping(engine))
+    missing = with_retries(lambda: queries.missing_tables(engine))
+    if missing:
+        raise JobFailed(f"database {redact_url(settings.db_url)} lacks the tables "
+                        f"{', '.join(missing)}: create them with `ageseg init-db`")
+    if writing:  # creates the output folders (empty) if need be
+        for root in (settings.output_root, settings.restricted_root):
+            check_writable(root)
+    for day in days:
+        counts = with_retries(lambda d=day: queries.day_counts(engine, d))
+        if not counts["receipts"] and not counts["photos"] and not allow_empty:
+            raise JobFailed(f"{day} has no receipts and no photos in "
+                            f"{redact_url(settings.db_url)}: were its sales loaded? Nothing "
+                            "was written; pass --allow-empty to write empty tables for it",
+                            EXIT_EMPTY_DAY)
+        if counts["photos"]:
+            photos = with_retries(lambda d=day: queries.photos_for_day(engine, d))
+            check_photo_files(photos, day, settings.photo_root)
 
 
 def _load_scoring(settings: Settings):
@@ -153,9 +243,6 @@ def _load_scoring(settings: Settings):
         model = load_model(settings.model_path)
     except (ModelNotFound, ModelFileError) as exc:
         raise JobFailed(str(exc)) from exc
-    if not (model.card.get("metrics") or {}).get("val_mae"):
-        raise JobFailed(f"model {model.version} has no validation figures: refusing to "
-                        "present an untrained model's output as ages")
     detector = (WholeImageDetector() if settings.photos_are_faces
                 else make_detector(settings.detector, settings.min_face_size,
                                    settings.face_confidence))
@@ -241,16 +328,11 @@ def _print_summary(summary) -> None:
         click.echo(f"  quarantined photo {row.photo_id} {row.path!r}: {row.reason}", err=True)
 
 
-def _dry_run(settings: Settings, engine, days) -> None:
-    from models.persist import read_card
+def _dry_run(settings: Settings, engine, days, model_path: Path, card: dict) -> None:
     from sql import queries
     from sql.engine import with_retries
 
-    path = settings.model_path
-    if path is None:
-        from models.persist import DEFAULT_MODEL_PATH as path
-    card = read_card(path)
-    click.echo(f"model {card.get('version')} from {path}")
+    click.echo(f"model {card.get('version')} from {model_path}")
     for day in days:
         photos = with_retries(lambda d=day: queries.photos_for_day(engine, d))
         click.echo(f"{day}: would score {len(photos)} photos from {settings.photo_root}")

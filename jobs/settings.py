@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_DB_URL = "sqlite:///var/demo/shop.db"
+DEFAULT_PHOTO_ROOT = Path("var/demo/photos")
 DEFAULT_AGE_BINS = "0-17,18-24,25-34,35-44,45-54,55-64,65+"
 DEFAULT_MIN_CELL = 10
 DEFAULT_CHALLENGE_AGE = 25.0  # "Challenge 25": ask anyone who looks under 25 for ID
@@ -24,7 +25,7 @@ class Settings:
     """Where the job reads and writes, and the knobs operators may turn."""
 
     db_url: str = DEFAULT_DB_URL
-    photo_root: Path = Path("var/demo/photos")
+    photo_root: Path = DEFAULT_PHOTO_ROOT
     model_path: Path | None = None  # None: the model shipped in models/
     output_root: Path = Path("var/demo/out/marketing")
     restricted_root: Path = Path("var/demo/out/restricted")

@@ -30,14 +30,18 @@ DEFAULT_CHECKPOINTS = Path.home() / ".cache" / "ageseg" / "checkpoints"
 @click.option("--head", type=click.Choice(["dex", "regression"]), default="dex",
               show_default=True, help="dex: expected age over a softmax; regression: the "
               "study's Dense(1) with MSE.")
-@click.option("--image-size", type=click.IntRange(min=32), default=64, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=32), default=64, show_default=True,
+              help="Side of the square face crop the model takes, in pixels.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Faces per training step.")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Epochs of the whole schedule (early stopping may end sooner).")
 @click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
               help="Batches per epoch (default: one pass over the training split).")
 @click.option("--patience", type=click.IntRange(min=1), default=8, show_default=True,
               help="Stop after this many epochs without a better validation MAE.")
-@click.option("--lr", "learning_rate", type=float, default=1e-3, show_default=True)
+@click.option("--lr", "learning_rate", type=float, default=1e-3, show_default=True,
+              help="Peak learning rate, reached after the warm-up epoch.")
 @click.option("--seed", type=int, default=1337, show_default=True,
               help="Fixes the train/validation/test split and the shuffling.")
 @click.option("--max-minutes", type=float, default=None,

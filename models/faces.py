@@ -442,24 +442,27 @@ def build_mtcnn(traced: bool = True) -> Any:
         StageRNet(weights=str(weights / "rnet.lz4")),
         StageONet(weights=str(weights / "onet.lz4")),
     ]
-    for stage in stages if traced else ():
+    # Input sides: PNet takes every pyramid level, RNet 24 px and ONet 48 px candidates.
+    for stage, side in zip(stages if traced else (), (None, 24, 48)):
         model = getattr(stage, "_model", None)
         if model is not None:
-            stage._model = _compiled(model)
+            stage._model = _compiled(model, side)
     return MTCNN(stages=stages)
 
 
-def _compiled(model: Any) -> Any:
+def _compiled(model: Any, side: int | None = None) -> Any:
     """A Keras model's forward pass as one TensorFlow graph.
 
     mtcnn calls its three small networks eagerly, op by op, and that dispatch cost more
-    than the arithmetic: traced once (shapes relaxed after the first retrace, so pyramid
-    levels and candidate counts share a graph), detection takes about a third less time
-    and finds the same boxes (bench/faces_speed.py).
+    than the arithmetic: traced once, detection takes about a third less time and finds the
+    same boxes (bench/faces_speed.py). The input signature (any batch, any pyramid level
+    for PNet) makes it one trace per network: relaxed shapes traced each network twice, and
+    as the three share this function's code, TensorFlow counted their traces together and
+    warned of "tf.function retracing" on every run.
     """
     import tensorflow as tf
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(input_signature=[tf.TensorSpec([None, side, side, 3], tf.float32)])
     def forward(x: Any) -> Any:
         return model(x, training=False)
 

@@ -9,9 +9,11 @@ import numpy as np
 from models.persist import AgeModel
 
 
-def predict_files(model: AgeModel, paths: list[str], batch_size: int = 64) -> np.ndarray:
-    """Ages in years for face-crop image files, in the order given."""
-    return predict_files_distribution(model, paths, batch_size)[0]
+def predict_files(model: AgeModel, paths: list[str], batch_size: int = 64,
+                  on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+    """Ages in years for face-crop image files, in the order given; `on_batch(n)` after each
+    batch, for a progress bar (thousands of faces take minutes on a CPU)."""
+    return predict_files_distribution(model, paths, batch_size, on_batch)[0]
 
 
 def predict_files_distribution(

@@ -4,7 +4,8 @@ Everything that must outlive a killed process lives in ``checkpoint_dir`` (outsi
 the latest weights and optimizer state (Keras' BackupAndRestore), the best weights by
 validation MAE, the per-epoch history CSV and the config the run was started with. A run
 started again with ``resume=True`` continues from the last saved epoch with the same
-learning-rate schedule.
+learning-rate schedule; history and best weights are rolled back to that epoch, so the three
+always agree (``_EpochRecords``).
 """
 
 from __future__ import annotations
@@ -105,43 +106,101 @@ class _TimeBudget:
         return TimeBudget()
 
 
-class _BestWeights:
-    """Keep the weights of the epoch with the lowest val_mae so far in `path`.
+class _EpochRecords:
+    """The history CSV and the best weights, kept consistent with Keras' backup.
 
-    Keras' ModelCheckpoint writes the file in place, so a kill during the write left a
-    damaged best checkpoint that the resumed run could not load at its end. These weights
-    are written aside, flushed to disk and renamed over the old file: a kill leaves the
-    previous best whole.
+    BackupAndRestore's backup is the commit point: a resumed run starts after the last epoch
+    it holds. This callback runs just before it at each epoch's end and writes, each whole
+    (aside, flushed, renamed): the epoch's best weights when val_mae improved, named by
+    epoch (``best-e0007.weights.h5``), then the whole history. A kill between these writes
+    and the backup's leaves records of an epoch the backup does not hold; the resumed run
+    drops them at its first epoch (history rows and best files from that epoch on), so the
+    history always lists exactly the backed-up epochs and the best weights are those of its
+    lowest val_mae. (Before, the history row came after the backup, and a kill in between
+    lost it.) Superseded best files are deleted once two later epochs are backed up
+    (double_checkpoint may fall back one epoch).
     """
 
-    def __new__(cls, path: Path, best: float | None):
+    def __new__(cls, checkpoint_dir: Path):
         import keras
 
-        class BestWeights(keras.callbacks.Callback):
+        class EpochRecords(keras.callbacks.Callback):
             def __init__(self) -> None:
                 super().__init__()
-                self.best = math.inf if best is None else best
+                self.rows: list[dict[str, Any]] | None = None
+
+            def on_epoch_begin(self, epoch, logs=None):
+                if self.rows is None:  # the first epoch of this session: roll back to it
+                    self.rows = [r for r in _read_history(checkpoint_dir) if r["epoch"] < epoch]
+                    _write_history(checkpoint_dir, self.rows)
+                    for f in _best_files(checkpoint_dir):
+                        if _best_epoch(f) >= epoch:
+                            f.unlink()
+                keep = best_epoch([r for r in self.rows if r["epoch"] < epoch - 1])
+                for f in _best_files(checkpoint_dir):
+                    if _best_epoch(f) < epoch - 1 and _best_epoch(f) != keep:
+                        f.unlink()
 
             def on_epoch_end(self, epoch, logs=None):
-                value = (logs or {}).get("val_mae")
-                if value is None or not value < self.best:  # NaN never counts as better
-                    return
-                self.best = float(value)
-                # Keras only writes weights to names ending in .weights.h5.
-                aside = path.with_name(f".{path.name}.tmp.weights.h5")
-                self.model.save_weights(str(aside), overwrite=True)
-                with open(aside, "rb") as fh:
-                    os.fsync(fh.fileno())
-                os.replace(aside, path)
+                assert self.rows is not None
+                row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
+                value = row.get("val_mae")
+                previous = best_epoch(self.rows)
+                best = math.inf if previous is None else next(
+                    r["val_mae"] for r in self.rows if r["epoch"] == previous)
+                if value is not None and value < best:  # NaN never counts as better
+                    path = best_weights_path(checkpoint_dir, epoch)
+                    # Keras only writes weights to names ending in .weights.h5.
+                    aside = path.with_name(f".{path.name}.tmp.weights.h5")
+                    self.model.save_weights(str(aside), overwrite=True)
+                    _fsync_replace(aside, path)
+                self.rows.append(row)
+                _write_history(checkpoint_dir, self.rows)
 
-        return BestWeights()
+        return EpochRecords()
 
 
-def _best_so_far(history_csv: Path) -> float | None:
-    if not history_csv.is_file() or history_csv.stat().st_size == 0:
-        return None
-    history = pd.read_csv(history_csv)
-    return float(history["val_mae"].min()) if "val_mae" in history else None
+def best_weights_path(checkpoint_dir: Path, epoch: int) -> Path:
+    return Path(checkpoint_dir) / f"best-e{epoch:04d}.weights.h5"
+
+
+def best_epoch(rows: list[dict[str, Any]]) -> int | None:
+    """The epoch with the lowest val_mae (the first of equals), or None."""
+    scored = [r for r in rows if r.get("val_mae") is not None and r["val_mae"] == r["val_mae"]]
+    return min(scored, key=lambda r: (r["val_mae"], r["epoch"]))["epoch"] if scored else None
+
+
+def _best_files(checkpoint_dir: Path) -> list[Path]:
+    return sorted(Path(checkpoint_dir).glob("best-e*.weights.h5"))
+
+
+def _best_epoch(path: Path) -> int:
+    return int(path.name.removeprefix("best-e").split(".", 1)[0])
+
+
+def _read_history(checkpoint_dir: Path) -> list[dict[str, Any]]:
+    path = Path(checkpoint_dir) / "history.csv"
+    if not path.is_file() or path.stat().st_size == 0:
+        return []
+    return pd.read_csv(path).to_dict("records")
+
+
+def _write_history(checkpoint_dir: Path, rows: list[dict[str, Any]]) -> None:
+    path = Path(checkpoint_dir) / "history.csv"
+    aside = path.with_name(f".{path.name}.tmp")
+    pd.DataFrame(rows, columns=_columns(rows)).to_csv(aside, index=False)
+    _fsync_replace(aside, path)
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    keys = sorted({k for r in rows for k in r} - {"epoch"})
+    return ["epoch", *keys]
+
+
+def _fsync_replace(aside: Path, path: Path) -> None:
+    with open(aside, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(aside, path)
 
 
 def train(
@@ -226,7 +285,6 @@ def train(
     )
 
     history_csv = checkpoint_dir / "history.csv"
-    best_weights = checkpoint_dir / "best.weights.h5"
     if backbone_weights and not resume and config.freeze_epochs:
         # Pretrained backbone: fit the new head first so its random gradients do not wreck
         # the pretrained features, then fine-tune everything (Keras transfer-learning guide).
@@ -241,12 +299,12 @@ def train(
     train_model.build((None, config.image_size, config.image_size, 3))
 
     callbacks = [
+        # Before the backup: its end-of-epoch writes must come first (see _EpochRecords).
+        _EpochRecords(checkpoint_dir),
         # double_checkpoint: Keras writes the backup in place; a kill in the middle leaves a
         # damaged file, and --resume then falls back to the epoch before.
         keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False,
                                          double_checkpoint=True),
-        _BestWeights(best_weights, _best_so_far(history_csv)),
-        keras.callbacks.CSVLogger(str(history_csv), append=True),
         keras.callbacks.EarlyStopping(monitor="val_mae", mode="min", patience=config.patience),
         keras.callbacks.TerminateOnNaN(),
     ]
@@ -259,10 +317,11 @@ def train(
     )
     wall = time.monotonic() - started
 
-    if not best_weights.is_file():
+    history = pd.read_csv(history_csv) if history_csv.is_file() else pd.DataFrame()
+    best = best_epoch(history.to_dict("records"))
+    if best is None or not best_weights_path(checkpoint_dir, best).is_file():
         raise TrainingError("training produced no checkpoint (no epoch finished)")
-    train_model.load_weights(str(best_weights))
-    history = pd.read_csv(history_csv)
+    train_model.load_weights(str(best_weights_path(checkpoint_dir, best)))
     metrics, calibration = _final_metrics(age_model, val_df, test_df, config)
     log(f"best validation MAE {metrics['val_mae']:.2f} years; test MAE {metrics['test_mae']}")
     crop = calibrate_crops(train_df, config.seed, log=log)

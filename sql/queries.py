@@ -86,6 +86,27 @@ def create_schema(engine: sa.Engine) -> None:
     Base.metadata.create_all(engine)
 
 
+def missing_tables(engine: sa.Engine) -> list[str]:
+    """The job's tables (not the analysts' mkt_* copies) that the database lacks: a start-up
+    check, so that a database nobody ran `init-db` on is named as such, not met later as
+    "no such table"."""
+    present = set(sa.inspect(engine).get_table_names())
+    wanted = [t.name for t in Base.metadata.sorted_tables if t not in MARKETING_TABLES]
+    return [name for name in wanted if name not in present]
+
+
+def day_counts(engine: sa.Engine, day: dt.date) -> dict[str, int]:
+    """Receipts and checkout photos of `day`: a day with neither was most likely never
+    loaded, and must not pass for a quiet day."""
+    start, end = day_bounds(day)
+    with engine.connect() as conn:
+        receipts = conn.scalar(sa.select(sa.func.count()).select_from(Receipt)
+                               .where(Receipt.ts >= start, Receipt.ts < end))
+        photos = conn.scalar(sa.select(sa.func.count()).select_from(CheckoutPhoto)
+                             .where(CheckoutPhoto.taken_at >= start, CheckoutPhoto.taken_at < end))
+    return {"receipts": int(receipts or 0), "photos": int(photos or 0)}
+
+
 def photos_for_day(engine: sa.Engine, day: dt.date) -> pd.DataFrame:
     """Photos taken on `day`: photo_id, receipt_id, path, taken_at, ordered by photo_id."""
     start, end = day_bounds(day)

@@ -79,7 +79,7 @@ def test_operating_point_catches_most_teens_within_the_adult_budget():
 
 def test_evaluate_reports_the_operating_point_and_plots(tmp_path):
     """A model whose card has a calibration gets its probability figures in --json and a
-    reliability diagram; `--flag-probability` overrides the card's point."""
+    reliability diagram; the group's `--flag-probability` overrides the card's point."""
     from models.build import build_model
     from models.persist import save_model
 
@@ -100,5 +100,5 @@ def test_evaluate_reports_the_operating_point_and_plots(tmp_path):
         assert key in metrics
     assert 0 <= metrics["calibration_error"] <= 1
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    again = CliRunner().invoke(cli, [*args[:-2], "--flag-probability", "0.9"])
+    again = CliRunner().invoke(cli, ["--flag-probability", "0.9", *args[:-2]])
     assert json.loads(again.output.strip().splitlines()[-1])["flag_probability"] == 0.9

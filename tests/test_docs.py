@@ -22,3 +22,34 @@ def test_command_has_help_example_and_readme_entry(name):
 
 def test_readme_names_the_two_commands():
     assert "make demo" in README and "make test" in README
+
+
+def test_nightly_help_lists_every_documented_exit_code():
+    """The README's exit-code table and `nightly --help` tell the same story."""
+    import re
+
+    table = README.split("### Exit codes", 1)[1].split("\n## ", 1)[0]
+    codes = re.findall(r"^\| (\d+) \|", table, re.M)
+    assert {"65", "66", "143"} <= set(codes)
+    help_text = " ".join(CliRunner().invoke(cli, ["nightly", "--help"]).output.split())
+    for code in codes:
+        assert re.search(rf"\b{code} [a-z]", help_text), f"exit code {code} not in --help"
+
+
+def test_every_option_has_help_text_and_there_is_a_version():
+    import click
+
+    for command in [cli, *cli.commands.values()]:
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.hidden:
+                assert param.help, f"{command.name} {param.opts[0]} has no help text"
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("ageseg, version ")
+
+
+def test_license_is_an_spdx_string():
+    """setuptools warns at every install about `project.license` as a table."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    project = tomllib.loads(pyproject.read_text())["project"]
+    assert isinstance(project["license"], str)

@@ -177,3 +177,28 @@ def test_plot_evaluation_writes_png(frame: pd.DataFrame, tmp_path) -> None:
     with Image.open(out) as image:
         assert image.format == "PNG"
         assert image.width >= 800 and image.height >= 300
+
+
+def test_evaluate_cli_writes_predictions_and_names_the_teen_rate(tmp_path, tiny_model_path):
+    """Through the group's --model: per-face predictions on request, the 13-17 rate under
+    its own name (the old key kept as an alias), and a line before the slow part."""
+    from click.testing import CliRunner
+
+    from jobs.cli import cli
+    from tests.faces_data import write_labelled_faces
+
+    csv = write_labelled_faces(tmp_path / "faces", n=12)
+    out = tmp_path / "pred.csv"
+    result = CliRunner().invoke(cli, [
+        "--model", str(tiny_model_path), "evaluate", "--labels", str(csv),
+        "--images", str(csv.parent / "images"), "--json", "--predictions", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "scoring 12 faces" in result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["model_version"] == "test-tiny"
+    assert metrics["age_13_17_flagged"] == metrics["under18_flagged_at_25"]
+    rows = pd.read_csv(out)
+    labels = pd.read_csv(csv)
+    assert sorted(rows["file_name"]) == sorted(labels["file_name"])
+    assert {"real_age", "pred_age", "error"} <= set(rows.columns)
+    assert (rows["error"] - (rows["pred_age"] - rows["real_age"])).abs().max() < 0.02

@@ -450,6 +450,22 @@ def test_compiled_networks_find_what_mtcnn_itself_finds(mtcnn):
 
 
 @pytest.mark.slow
+def test_each_network_is_traced_once_whatever_the_photo_sizes():
+    """Photos of several sizes in batches of several lengths: one trace per network. Two
+    traces each (relaxed shapes) added up, over the three networks' shared code, to
+    TensorFlow's "triggered tf.function retracing" warning on every run."""
+    detector = MtcnnDetector()
+    rng = np.random.default_rng(5)
+    face = available_demo_faces()[0][0]
+    images = [np.asarray(Image.fromarray(render_checkout_scene(face, rng).image).resize(size))
+              for size in ((640, 480), (800, 600), (400, 300), (1280, 720), (333, 517))]
+    for batch in (images[:3], images[3:], images[1:2], images):
+        detector.detect_many(batch)
+    stages = detector._model()._stages
+    assert [stage._model.experimental_get_tracing_count() for stage in stages] == [1, 1, 1]
+
+
+@pytest.mark.slow
 def test_bad_photos_layout_outcomes(mtcnn, photo_root):
     """The outcomes `write_bad_photos` promises other tests really happen."""
     root, expected = photo_root

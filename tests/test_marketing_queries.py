@@ -114,3 +114,29 @@ def test_readme_duckdb_and_pandas_examples_run_as_written(month, capsys):
         exec(compile(_paths(code, month), "README.md", "exec"), {})  # noqa: S102
     printed = capsys.readouterr().out
     assert "65+" in printed and "product_name" in printed and "lift_low" in printed
+
+
+def test_report_claims_only_what_the_data_supports():
+    """One day of data in a 28-day range, a recommendation whose conservative lift is under
+    1, and suppressed cells: the title names the days with data, the "buys more" list leaves
+    out what lift_low does not support, the shares say they are of the shown revenue, and
+    the weekly chart's axis spans days, not years."""
+    from analytics.report import render_markdown, report_data, week_axis_limits
+
+    day = dt.date(2026, 11, 28)
+    sales = pd.DataFrame({
+        "dt": [day] * 3, "store_name": ["North"] * 3, "age_group": ["25-34", "65+", "65+"],
+        "category": ["dairy", "newspapers", "wine"], "revenue": [40.0, 60.0, None],
+        "suppressed": [False, False, True]})
+    recs = pd.DataFrame({
+        "dt": [day] * 2, "scope": ["chain"] * 2, "level": ["category"] * 2,
+        "age_group": ["65+", "25-34"], "category": ["newspapers", "dairy"], "rank": [1, 1],
+        "receipts": [40, 30], "lift": [2.5, 1.1], "lift_low": [1.8, 0.7]})
+    data = report_data(sales, recs, day - dt.timedelta(days=27), day)
+    text = render_markdown(data, {"mix": "m.png", "top": "t.png", "weekly": "w.png"})
+    assert text.startswith(f"# What each age group buys: {day} to {day}\n")
+    assert f"Asked for {day - dt.timedelta(days=27)} to {day}" in text
+    assert "| 65+ | newspapers | 1 |" in text and "| 25-34 | dairy | 1 |" not in text
+    assert "*shown* revenue" in text
+    low, high = week_axis_limits(data.weekly["week_end"])
+    assert (high - low).days <= 14 and low <= day <= high

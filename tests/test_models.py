@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -160,26 +159,68 @@ def _train_cmd(csv: Path, out: Path, ckpt: Path, epochs: int, *extra: str) -> li
             "--epochs", str(epochs), "--steps-per-epoch", "5", "--lr", "0.003", *extra]
 
 
+# Runs `ageseg train` in a child that SIGKILLs itself at an exact point of an epoch's end:
+# library code has no test hooks, so the child wraps the two writes from outside.
+_KILL_AT = """
+import os, signal, sys
+import keras
+import models.train as t
+where, at = sys.argv[1], int(sys.argv[2])
+backup = keras.callbacks.BackupAndRestore.on_epoch_end
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+def on_epoch_end(self, epoch, logs=None):
+    if where == "before-backup" and epoch == at:
+        die()  # the epoch's history row and best weights are written, its backup is not
+    backup(self, epoch, logs)
+    if where == "after-backup" and epoch == at:
+        die()
+keras.callbacks.BackupAndRestore.on_epoch_end = on_epoch_end
+replace = t._fsync_replace
+def fsync_replace(aside, path):
+    replace(aside, path)
+    if where == "after-best" and path.name.startswith("best-e") and t._best_epoch(path) >= at:
+        die()  # new best weights on disk, the history row not yet
+t._fsync_replace = fsync_replace
+from jobs.cli import cli
+cli(sys.argv[3:], prog_name="ageseg")
+"""
+
+
+def _killed_train(csv: Path, out: Path, ckpt: Path, where: str, at: int) -> None:
+    """Train until the kill point; the process must die of SIGKILL there, not finish."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cmd = [sys.executable, "-c", _KILL_AT, where, str(at), *_train_cmd(csv, out, ckpt, 40)[3:]]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+
+
+def _assert_consistent(ckpt: Path) -> pd.DataFrame:
+    """History = exactly the backed-up epochs, once each; best weights = its lowest val_mae."""
+    from models.train import best_epoch, best_weights_path
+
+    history = pd.read_csv(ckpt / "history.csv")
+    backed_up = json.loads((ckpt / "backup" / "training_metadata.json").read_text())["epoch"]
+    assert history["epoch"].tolist() == list(range(backed_up))
+    best = best_epoch(history.to_dict("records"))
+    assert best_weights_path(ckpt, best).is_file()
+    newer = [p.name for p in ckpt.glob("best-e*.weights.h5") if int(p.name[6:10]) > best]
+    assert newer == [], "best weights of an epoch the history does not hold"
+    return history
+
+
 @pytest.mark.slow
 def test_training_learns_and_resumes_after_kill(tmp_path):
-    """A real process is killed with SIGKILL mid-run; --resume continues from its last
-    epoch instead of starting over, and the loss falls over the run."""
+    """A real process is SIGKILLed at the worst moment: its epoch's history row and best
+    weights are written, the backup that --resume starts from is not. The resumed run redoes
+    that epoch once; history, best weights and backup agree; the loss falls over the run."""
     csv = write_labelled_faces(tmp_path / "faces", n=64)
     out, ckpt = tmp_path / "m.ageseg", tmp_path / "ckpt"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.Popen(_train_cmd(csv, out, ckpt, 40), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    meta = ckpt / "backup" / "training_metadata.json"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if meta.is_file() and json.loads(meta.read_text() or "{}").get("epoch", 0) >= 2:
-            break
-        assert proc.poll() is None, "training ended before it could be killed"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_before = json.loads(meta.read_text())["epoch"]
-    assert done_before >= 2 and not out.exists()
+    _killed_train(csv, out, ckpt, "before-backup", at=2)
+    assert pd.read_csv(ckpt / "history.csv")["epoch"].tolist() == [0, 1, 2]  # ahead of backup
+    done_before = json.loads((ckpt / "backup" / "training_metadata.json").read_text())["epoch"]
+    assert done_before == 2 and not out.exists()
 
     # Without --resume the saved run is protected.
     refused = subprocess.run(_train_cmd(csv, out, ckpt, 6), env=env, capture_output=True,
@@ -195,7 +236,7 @@ def test_training_learns_and_resumes_after_kill(tmp_path):
                                         "0.01"), env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"Epoch {done_before + 1}/40" in resumed.stdout  # continued, not restarted
-    history = pd.read_csv(ckpt / "history.csv")
+    history = _assert_consistent(ckpt)
     assert history["epoch"].iloc[-1] == done_before  # 0-based: the first resumed epoch
     assert history["loss"].notna().all() and len(history) >= 3
     from models.persist import read_card
@@ -209,21 +250,42 @@ def test_training_learns_and_resumes_after_kill(tmp_path):
     assert (ckpt / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
+def test_resume_is_consistent_after_a_kill_between_best_and_history(tmp_path):
+    """The other moment of an epoch's end: new best weights written, not their history row
+    (epoch 0 always improves, so the kill lands there for sure)."""
+    csv = write_labelled_faces(tmp_path / "faces", n=64)
+    out, ckpt = tmp_path / "m.ageseg", tmp_path / "ckpt"
+    _killed_train(csv, out, ckpt, "after-best", at=0)
+    assert (ckpt / "best-e0000.weights.h5").is_file()
+    assert pd.read_csv(ckpt / "history.csv")["epoch"].tolist() == []
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    resumed = subprocess.run(_train_cmd(csv, out, ckpt, 40, "--resume", "--max-minutes",
+                                        "0.01"), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    _assert_consistent(ckpt)
+    assert out.is_file()
+
+
 # Keras' h5 writer trips a numpy 2 deprecation for every variable; not ours to fix.
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 def test_best_weights_are_replaced_whole_or_not_at_all(tiny_models, tmp_path):
-    """A write that dies half way (a kill, a full disk) leaves the previous best whole."""
-    from models.train import _BestWeights
+    """A write that dies half way (a kill, a full disk) leaves the history and best as they
+    were; an epoch that is not better writes no weights."""
+    from models.train import _EpochRecords, best_weights_path
 
     train_model, _ = tiny_models
-    path = tmp_path / "best.weights.h5"
-    callback = _BestWeights(path, best=None)
+    callback = _EpochRecords(tmp_path)
     callback.set_model(train_model)
+    callback.on_epoch_begin(0)
     callback.on_epoch_end(0, {"val_mae": 9.0})
-    first = path.read_bytes()
+    first = best_weights_path(tmp_path, 0).read_bytes()
+    callback.on_epoch_begin(1)
     callback.on_epoch_end(1, {"val_mae": 9.5})  # worse: not written
+    callback.on_epoch_begin(2)
     callback.on_epoch_end(2, {"val_mae": float("nan")})
-    assert path.read_bytes() == first and callback.best == 9.0
+    assert [p.name for p in tmp_path.glob("best-e*")] == ["best-e0000.weights.h5"]
+    assert pd.read_csv(tmp_path / "history.csv")["epoch"].tolist() == [0, 1, 2]
 
     real_save = train_model.save_weights
 
@@ -233,16 +295,27 @@ def test_best_weights_are_replaced_whole_or_not_at_all(tiny_models, tmp_path):
 
     train_model.save_weights = dies_half_way
     try:
+        callback.on_epoch_begin(3)
         with pytest.raises(OSError, match="No space"):
             callback.on_epoch_end(3, {"val_mae": 4.0})
     finally:
         train_model.save_weights = real_save
-    assert path.read_bytes() == first
-    train_model.load_weights(str(path))  # still a whole, loadable file
-    resumed = _BestWeights(path, best=9.0)  # a resumed run starts from the history's best
+    assert not best_weights_path(tmp_path, 3).exists()
+    assert pd.read_csv(tmp_path / "history.csv")["epoch"].tolist() == [0, 1, 2]
+    train_model.load_weights(str(best_weights_path(tmp_path, 0)))  # still whole, loadable
+
+    # A resumed run that starts at epoch 1 (the backup held epoch 0 only) drops the rest.
+    resumed = _EpochRecords(tmp_path)
     resumed.set_model(train_model)
-    resumed.on_epoch_end(4, {"val_mae": 9.0})
-    assert path.read_bytes() == first
+    resumed.on_epoch_begin(1)
+    assert pd.read_csv(tmp_path / "history.csv")["epoch"].tolist() == [0]
+    resumed.on_epoch_end(1, {"val_mae": 8.0})
+    resumed.on_epoch_begin(2)
+    resumed.on_epoch_end(2, {"val_mae": 7.0})
+    resumed.on_epoch_begin(3)  # epoch 0's weights are superseded and two epochs old
+    assert sorted(p.name for p in tmp_path.glob("best-e*")) == [
+        "best-e0001.weights.h5", "best-e0002.weights.h5"]
+
 
 
 @pytest.mark.slow

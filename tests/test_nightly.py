@@ -150,6 +150,7 @@ def test_bad_age_bins_fail_before_any_work(sqlite_url, tmp_path, tiny_model_path
 
 def test_unreachable_database_is_one_line_without_password(tmp_path, tiny_model_path):
     url = "postgresql+psycopg://shop:s3cret-pw@127.0.0.1:1/shop"
+    (tmp_path / "photos").mkdir()  # the photo root is checked first, before the database
     result = _invoke(url, tmp_path, tiny_model_path, "nightly", "--date", DAY.isoformat())
     assert result.exit_code == 69
     assert "s3cret-pw" not in result.output
@@ -177,14 +178,18 @@ def test_dry_run_writes_nothing(sqlite_url, tmp_path, tiny_model_path):
 
 def test_rescore_runs_each_day(sqlite_url, tmp_path, tiny_model_path):
     fill_shop(sqlite_url, tmp_path / "photos", n_receipts=26)
-    result = _invoke(sqlite_url, tmp_path, tiny_model_path, "rescore", "--from",
-                     (DAY - dt.timedelta(days=1)).isoformat(), "--to", DAY.isoformat())
+    span = ("rescore", "--from", (DAY - dt.timedelta(days=1)).isoformat(), "--to",
+            DAY.isoformat())
+    refused = _invoke(sqlite_url, tmp_path, tiny_model_path, *span)
+    assert refused.exit_code == 65 and "--allow-empty" in refused.output  # the day before
+    assert not (tmp_path / "marketing").exists()
+    result = _invoke(sqlite_url, tmp_path, tiny_model_path, *span, "--allow-empty")
     assert result.exit_code == 0, result.output
     days = sorted(p.name for p in (tmp_path / "marketing" / "sales_by_age_group").iterdir())
     assert days == [f"dt={DAY - dt.timedelta(days=1)}", f"dt={DAY}"]
     before = pd.read_parquet(tmp_path / "marketing" / "sales_by_age_group" /
                              f"dt={DAY - dt.timedelta(days=1)}")
-    assert before.empty  # a day with no receipts still gets its (empty) partition
+    assert before.empty  # allowed, a day with no receipts gets its (empty) partition
 
 
 def test_lock_holder_note_of_an_exited_run_is_not_shown_as_the_holder(tmp_path):

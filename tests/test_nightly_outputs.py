@@ -54,7 +54,8 @@ def test_nightly_writes_marketing_and_restricted_tables(sqlite_url, tmp_path,
 
     marker = json.loads((tmp_path / "marketing" / "_runs" / f"dt={DAY}" /
                          "SUCCESS.json").read_text())
-    assert marker["flagged"] == len(flagged) and marker["window_days"] == "7"
+    assert marker["flagged"] == len(flagged) and marker["window_days"] == 7  # numbers, not text
+    assert marker["challenge_age"] == 200.0 and isinstance(marker["min_cell"], int)
     assert marker["compliance_partitions_deleted"] == 2
     engine = sa.create_engine(sqlite_url)
     counts = json.loads(pd.read_sql("select counts from runs", engine)["counts"][0])
