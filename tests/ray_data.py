@@ -1,0 +1,43 @@
+"""Generated days for the rescore tests: purchases for each day, a checkout photo for most
+receipts, every bad kind of photo on the first day, and a day whose shoppers left no photo."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from demo.purchases import generate_day
+from sql.engine import make_engine
+from sql.queries import create_schema, insert_frame
+from tests.photos import scene_jpeg, write_bad_photos
+
+
+def fill_days(db_url: str, photo_root: Path, days: Sequence[dt.date], receipts: int = 14,
+              no_photos: Sequence[dt.date] = ()) -> int:
+    """Fill `days` (receipts each; days in `no_photos` get receipts but no photo rows);
+    returns the number of photo rows."""
+    engine = make_engine(db_url)
+    create_schema(engine)
+    bad = write_bad_photos(photo_root)
+    rows = []
+    for n, day in enumerate(days):
+        count = receipts + (len(bad) + 1 if n == 0 else 0)
+        shoppers = generate_day(engine, day, stores=2, receipts_per_store=count // 2,
+                                shopper_ages=np.linspace(8, 80, count), seed=3 + n)
+        if day in no_photos:
+            continue
+        paths = [*bad] if n == 0 else []
+        while len(paths) < len(shoppers) - 1:  # one receipt of the day without a photo
+            rel = f"{day}/{len(paths)}.jpg"
+            scene_jpeg(photo_root / rel, seed=n * 100 + len(paths))
+            paths.append(rel)
+        for rel, r in zip(paths, shoppers.sort_values("receipt_id").itertuples()):
+            rows.append((len(rows) + 1, int(r.receipt_id), rel, r.ts))
+    insert_frame(engine, "checkout_photos",
+                 pd.DataFrame(rows, columns=["photo_id", "receipt_id", "path", "taken_at"]))
+    engine.dispose()
+    return len(rows)
