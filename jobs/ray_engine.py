@@ -202,7 +202,8 @@ def _score_chunk(
         batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=workers),
         num_gpus=gpus_per_worker or None)
     try:
-        for batch in dataset.iter_batches(batch_size=None, batch_format="pandas"):
+        for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            batch = table.to_pandas()  # numpy dtypes, as score_batch made them (not ArrowDtype)
             for day, part in batch.groupby("day", sort=False):
                 by_day.setdefault(str(day), []).append(part.drop(columns="day"))
     except ray.exceptions.RayError as exc:
