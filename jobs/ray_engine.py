@@ -114,7 +114,7 @@ def rescore_on_ray(
 @contextlib.contextmanager
 def connect(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
     """Join the Ray cluster at `address` ("auto", "ray://head:10001"), or start a local Ray
-    on this machine (loopback only, no dashboard) and stop it afterwards. An already
+    on this machine (no dashboard) and stop it afterwards. An already
     initialised Ray (a test's, a notebook's) is used as it is."""
     if ray.is_initialized():
         yield
@@ -127,8 +127,10 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Iterator
         if address:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=not quiet)
         else:
+            # Ray binds to this machine's address, never loopback alone; Ray 2.60's token
+            # authentication (on by default) keeps others from submitting work to it.
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=not quiet,
-                     runtime_env=runtime_env, _node_ip_address="127.0.0.1")
+                     runtime_env=runtime_env)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise JobFailed(f"cannot start or reach {where}: {_first_line(exc)}") from exc

@@ -1,9 +1,12 @@
 """Generated days for the rescore tests: purchases for each day, a checkout photo for most
-receipts, every bad kind of photo on the first day, and a day whose shoppers left no photo."""
+receipts, every bad kind of photo on the first day, and a day whose shoppers left no photo.
+Also a slow scorer for Ray workers to import (as `tests.ray_data`) in the worker-kill test."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,3 +44,26 @@ def fill_days(db_url: str, photo_root: Path, days: Sequence[dt.date], receipts: 
                  pd.DataFrame(rows, columns=["photo_id", "receipt_id", "path", "taken_at"]))
     engine.dispose()
     return len(rows)
+
+
+class SlowScorer:
+    """PhotoScorer that notes its pid and every finished batch in trace.txt beside the
+    output roots, and takes a moment per batch, so that a test can kill its process while
+    it is working."""
+
+    def __init__(self, settings):
+        from jobs.ray_engine import PhotoScorer
+
+        self.scorer = PhotoScorer(settings)
+        self.trace = Path(settings.output_root).parent / "trace.txt"
+        self._note("start")
+
+    def __call__(self, batch):
+        time.sleep(1.0)
+        out = self.scorer(batch)
+        self._note("batch")
+        return out
+
+    def _note(self, what: str) -> None:
+        with open(self.trace, "a") as f:
+            f.write(f"{what} {os.getpid()}\n")

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from jobs.cli import cli
-from tests.ray_data import fill_days
+from tests.ray_data import SlowScorer, fill_days
 
 ROOT = Path(__file__).resolve().parents[1]
 DAYS = [dt.date(2026, 11, 25), dt.date(2026, 11, 26), dt.date(2026, 11, 27)]
@@ -203,29 +203,6 @@ def test_driver_killed_then_rerun_finishes_the_range(ray_session, shop, tmp_path
     engine.dispose()
 
 
-class SlowScorer:
-    """PhotoScorer that notes its pid and every finished batch in trace.txt beside the
-    output roots, and takes a moment per batch, so that a test can kill its process while
-    it is working."""
-
-    def __init__(self, settings):
-        from jobs.ray_engine import PhotoScorer
-
-        self.scorer = PhotoScorer(settings)
-        self.trace = Path(settings.output_root).parent / "trace.txt"
-        self._note("start")
-
-    def __call__(self, batch):
-        time.sleep(1.0)
-        out = self.scorer(batch)
-        self._note("batch")
-        return out
-
-    def _note(self, what: str) -> None:
-        with open(self.trace, "a") as f:
-            f.write(f"{what} {os.getpid()}\n")
-
-
 @pytest.mark.slow
 def test_worker_killed_mid_run_is_restarted_and_nothing_lost(ray_session, shop, tmp_path,
                                                             tiny_model_path):
@@ -243,17 +220,16 @@ def test_worker_killed_mid_run_is_restarted_and_nothing_lost(ray_session, shop, 
                         min_cell=3, batch_size=8)
     config = nightly_config(settings, AgeBins.parse(settings.age_bins))
     killed: list[int] = []
+    finished = threading.Event()
 
     def kill_after_first_batch() -> None:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
+        while not finished.wait(0.05):
             lines = trace.read_text().split() if trace.exists() else []
             pids = [int(p) for what, p in zip(lines[::2], lines[1::2]) if what == "batch"]
             if pids:
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])
                 return
-            time.sleep(0.05)
 
     killer = threading.Thread(target=kill_after_first_batch)
     killer.start()
@@ -262,6 +238,7 @@ def test_worker_killed_mid_run_is_restarted_and_nothing_lost(ray_session, shop, 
         summaries = list(rescore_on_ray(settings, engine, DAYS, config,
                                         RayOptions(workers=1), force=True, scorer=SlowScorer))
     finally:
+        finished.set()
         killer.join()
         engine.dispose()
     assert killed, "no worker was killed"
@@ -270,3 +247,17 @@ def test_worker_killed_mid_run_is_restarted_and_nothing_lost(ray_session, shop, 
     assert len(set(starts)) >= 2, starts  # the killed worker came back as a new process
     assert [s.day for s in summaries] == DAYS
     assert_same_outputs(reference, out)
+
+
+def test_a_running_nightly_keeps_a_ray_rescore_out(shop, tmp_path, tiny_model_path):
+    """The same run lock as nightly: a rescore never writes a day while a nightly does."""
+    pytest.importorskip("ray", reason="the `ray` extra is not installed")
+    from jobs.lock import EXIT_LOCKED, run_lock
+
+    db_url, photos, _ = shop
+    out = tmp_path / "ray"
+    with run_lock(out / "locks", what="nightly 2026-11-27"):
+        result = _invoke(_args(db_url, photos, tiny_model_path, out), "rescore", *SPAN,
+                         "--engine", "ray")
+    assert result.exit_code == EXIT_LOCKED and "nightly 2026-11-27" in result.output
+    assert not (out / "marketing").exists()
