@@ -65,5 +65,6 @@ class SlowScorer:
         return out
 
     def _note(self, what: str) -> None:
+        self.trace.parent.mkdir(parents=True, exist_ok=True)
         with open(self.trace, "a") as f:
             f.write(f"{what} {os.getpid()}\n")
