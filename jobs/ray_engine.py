@@ -105,8 +105,8 @@ def rescore_on_ray(
         workers = options.workers or _default_workers(options.gpus_per_worker)
         log.info("%s on Ray: %d day(s), %d worker(s)", job, len(todo), workers)
         for chunk in _day_chunks(engine, todo, options.chunk_photos):
-            scores = _score_chunk(chunk, settings, workers, options.gpus_per_worker, scorer)
-            for day, photos, started in chunk:
+            for day, photos, scores, started in _scored_days(
+                    chunk, settings, workers, options.gpus_per_worker, scorer):
                 yield _write_day(engine, day, photos, scores, config, version, card, job,
                                  started)
 
@@ -182,35 +182,55 @@ def _day_chunks(
         yield chunk
 
 
-def _score_chunk(
+def _scored_days(
     chunk: list[tuple[dt.date, pd.DataFrame, float]], settings: Settings, workers: int,
     gpus_per_worker: float, scorer: type,
-) -> dict[str, list[pd.DataFrame]]:
-    """Scores of every photo in the chunk, by day (ISO string), as Ray hands them back."""
+) -> Iterator[tuple[dt.date, pd.DataFrame, pd.DataFrame, float]]:
+    """(day, photos, scores, listing time) for each day of the chunk, in date order, as soon
+    as every photo of the day has come back: the driver writes a day while Ray scores the
+    next ones, and holds the scores of the days in flight only."""
+    pending = list(chunk)
+    seen: dict[str, set[int]] = {}
+    parts: dict[str, list[pd.DataFrame]] = {}
+
+    def complete() -> Iterator[tuple[dt.date, pd.DataFrame, pd.DataFrame, float]]:
+        while pending and len(seen.get(pending[0][0].isoformat(), ())) >= len(pending[0][1]):
+            day, photos, started = pending.pop(0)
+            seen.pop(day.isoformat(), None)
+            frames = parts.pop(day.isoformat(), [])
+            yield day, photos, pd.concat(frames, ignore_index=True) if frames else \
+                empty_scores(), started
+
     items = [{"day": day.isoformat(), "photo_id": ids, "path": paths}
              for day, photos, _ in chunk
              for ids, paths in _batches(photos, settings.batch_size)]
-    by_day: dict[str, list[pd.DataFrame]] = {}
-    if not items:
-        return by_day
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = sys.stderr.isatty()
-    context.execution_options.preserve_order = True  # days come back complete, in order
-    # A worker process that dies (kill -9, out of memory, a lost node) is restarted and its
-    # unfinished batches run again: Ray Data's defaults for actor pools (max_restarts=-1,
-    # max_task_retries=-1), which Ray 2.60 no longer wants passed explicitly.
-    dataset = ray.data.from_items(items).map_batches(
-        scorer, fn_constructor_kwargs={"settings": settings}, batch_size=CHUNKS_PER_CALL,
-        batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=workers),
-        num_gpus=gpus_per_worker or None)
-    try:
-        for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-            batch = table.to_pandas()  # numpy dtypes, as score_batch made them (not ArrowDtype)
-            for day, part in batch.groupby("day", sort=False):
-                by_day.setdefault(str(day), []).append(part.drop(columns="day"))
-    except ray.exceptions.RayError as exc:
-        raise JobFailed(f"scoring on Ray failed: {_first_line(exc)}") from exc
-    return by_day
+    yield from complete()  # leading days without photos
+    if items:
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = sys.stderr.isatty()
+        context.execution_options.preserve_order = True  # days come back whole, in order
+        # A worker process that dies (kill -9, out of memory, a lost node) is restarted and
+        # its unfinished batches run again: Ray Data's defaults for actor pools
+        # (max_restarts=-1, max_task_retries=-1), which Ray 2.60 no longer wants passed.
+        dataset = ray.data.from_items(items).map_batches(
+            scorer, fn_constructor_kwargs={"settings": settings}, batch_size=CHUNKS_PER_CALL,
+            batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=workers),
+            num_gpus=gpus_per_worker or None)
+        try:
+            for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+                batch = table.to_pandas()  # numpy dtypes, as score_batch made them
+                for day, part in batch.groupby("day", sort=False):
+                    seen.setdefault(str(day), set()).update(part["photo_id"].tolist())
+                    parts.setdefault(str(day), []).append(part.drop(columns="day"))
+                yield from complete()
+        except ray.exceptions.RayError as exc:
+            raise JobFailed(f"scoring on Ray failed: {_first_line(exc)}") from exc
+    yield from complete()
+    if pending:
+        day, photos, _ = pending[0]
+        raise JobFailed(f"Ray returned scores for {len(seen.get(day.isoformat(), ()))} of the "
+                        f"{len(photos)} photos of {day}; it and later days were left as "
+                        "they were")
 
 
 def _batches(photos: pd.DataFrame, size: int) -> Iterator[tuple[list[int], list[str]]]:
@@ -222,12 +242,9 @@ def _batches(photos: pd.DataFrame, size: int) -> Iterator[tuple[list[int], list[
 
 
 def _write_day(
-    engine: sa.Engine, day: dt.date, photos: pd.DataFrame,
-    scores_by_day: dict[str, list[pd.DataFrame]], config: NightlyConfig, version: str,
-    card: dict, job: str, started: float,
+    engine: sa.Engine, day: dt.date, photos: pd.DataFrame, scores: pd.DataFrame,
+    config: NightlyConfig, version: str, card: dict, job: str, started: float,
 ) -> RunSummary:
-    frames = scores_by_day.pop(day.isoformat(), [])
-    scores = pd.concat(frames, ignore_index=True) if frames else empty_scores()
     scores = scores.drop_duplicates("photo_id")  # a retried batch must never count twice
     if set(scores["photo_id"]) != set(photos["photo_id"]):
         raise JobFailed(f"Ray returned scores for {len(scores)} of the {len(photos)} photos "
