@@ -88,7 +88,9 @@ def build(workdir: Path, days: int, per_day: int, scenes: bool) -> None:
 
 
 class Peaks:
-    """Peak RSS (MiB) of the driver and of each Ray worker process, sampled from /proc."""
+    """Peak RSS (MiB) of the driver and of each of its Ray worker processes, sampled from
+    /proc. The driver runs in a session of its own; only workers of that session count (not
+    another Ray on the same machine)."""
 
     def __init__(self, driver_pid: int):
         self.driver_pid, self.driver, self.workers = driver_pid, 0.0, {}
@@ -104,7 +106,11 @@ class Peaks:
                 try:
                     status = Path(f"/proc/{pid}/status").read_text()
                     cmd = Path(f"/proc/{pid}/cmdline").read_bytes()[:60]
-                except OSError:
+                    session = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1]
+                                  .split()[3])
+                except (OSError, ValueError, IndexError):
+                    continue
+                if session != self.driver_pid:
                     continue
                 rss = next((int(line.split()[1]) / 1024 for line in status.splitlines()
                             if line.startswith("VmRSS:")), 0.0)
