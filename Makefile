@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RAY_STAMP := $(VENV)/.installed-ray
 
 .PHONY: env demo test lint bench clean
 
@@ -13,6 +14,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,demo]'
 	touch $(STAMP)
 
+# The tests also cover `rescore --engine ray`: they get the optional `ray` extra on top;
+# `make demo` stays without it.
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,demo,ray]'
+	touch $(RAY_STAMP)
+
 env: $(STAMP)
 
 ## Build the embedded demo (SQLite, generated checkout photos) and run the nightly job on it.
@@ -20,15 +27,16 @@ demo: $(STAMP)
 	$(BIN)/ageseg demo --workdir var/demo
 
 ## Set up and run the test suite (lint first: the code must stay ruff clean).
-test: $(STAMP)
+test: $(RAY_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-bench: $(STAMP)
+bench: $(RAY_STAMP)
 	$(BIN)/python bench/scoring.py
+	$(BIN)/python bench/rescore.py
 
 clean:
 	rm -rf var .pytest_cache

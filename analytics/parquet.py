@@ -263,6 +263,16 @@ def write_marker(root: Path, day: dt.date, info: Mapping[str, object]) -> Path:
     return target
 
 
+def read_marker(root: Path, day: dt.date) -> dict[str, Any] | None:
+    """The day's SUCCESS.json as written by `write_marker`; None when there is none (the
+    day was never finished, or its files are being replaced) or it cannot be read."""
+    target = _day_dir(root, RUNS_DIR, day) / MARKER_NAME
+    try:
+        return json.loads(target.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
 def remove_marker(root: Path, day: dt.date) -> None:
     """Remove the day's SUCCESS.json before the day's partitions are replaced.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from analytics.day_tables import (
     purge_compliance,
     write_day_tables,
 )
-from analytics.parquet import remove_marker, write_marker
+from analytics.parquet import read_marker, remove_marker, write_marker
 from models.faces import UNOPENED_REASONS, PhotoError, resolve_photo_path
 from models.persist import AgeModel
 from models.score import AGED, SCORE_COLUMNS, STATUSES, score_photos
@@ -89,43 +89,96 @@ def run_nightly(
 ) -> RunSummary:
     """Score one day and replace that day's outputs; returns what happened, for the log."""
     started = time.monotonic()
-    with_retries(lambda: queries.start_run(engine, run_id, job, day, model.version))
-    try:
+    with recorded_run(engine, run_id, job, day, model.version):
         photos = with_retries(lambda: queries.photos_for_day(engine, day))
         scores = estimate_ages(photos, model, detector, config, on_batch)
-        check_photos_found(scores, day, config.photo_root)
-        estimates = receipt_estimates(photos, scores, config.bins)
-        options = config.day_options()
-        tables = build_day_tables(engine, day, estimates, model.card, options)
+        return write_scored_day(engine, day, photos, scores, config, model_version=model.version,
+                                card=model.card, run_id=run_id, started=started)
 
-        meta = {"run_id": run_id, "day": day.isoformat(), "model_version": model.version,
-                "age_bins": config.bins.to_spec(), "min_cell": str(config.min_cell),
-                "challenge_age": str(config.challenge_age),
-                "window_days": str(config.window_days)}
-        summary = RunSummary(run_id, day)
-        # The marker goes just before the first rename, so it always describes the files
-        # beside it; a write that fails earlier leaves both the old files and their marker.
-        summary.outputs = write_day_tables(
-            tables, day, options, meta, model.version,
-            before_commit=lambda: remove_marker(config.output_root, day))
-        quarantine = scores.loc[scores["status"] == "quarantined"].merge(
-            photos[["photo_id", "path"]], on="photo_id")[["photo_id", "path", "reason", "detail"]]
-        with_retries(lambda: queries.replace_quarantine(engine, run_id, day, quarantine))
-        purged = purge_compliance(options)
 
-        summary.counts = {**_counts(photos, scores), **tables.counts, **purged}
-        summary.quarantine = quarantine
-        summary.seconds = round(time.monotonic() - started, 2)
-        # The file metadata holds text only; the marker keeps numbers as numbers.
-        numbers = {"min_cell": config.min_cell, "challenge_age": config.challenge_age,
-                   "window_days": config.window_days}
-        write_marker(config.output_root, day, {**meta, **numbers, **summary.counts,
-                                               "seconds": summary.seconds})
-        with_retries(lambda: queries.finish_run(engine, run_id, "ok", summary.counts))
-        return summary
+@contextlib.contextmanager
+def recorded_run(
+    engine: sa.Engine, run_id: str, job: str, day: dt.date, model_version: str,
+) -> Iterator[None]:
+    """A `runs` row for the block: 'running' now, 'failed' if the block raises (the block
+    itself records 'ok'), so a crash or a kill still leaves a row to find."""
+    with_retries(lambda: queries.start_run(engine, run_id, job, day, model_version))
+    try:
+        yield
     except BaseException as exc:
         _record_failure(engine, run_id, exc)
         raise
+
+
+def write_scored_day(
+    engine: sa.Engine,
+    day: dt.date,
+    photos: pd.DataFrame,
+    scores: pd.DataFrame,
+    config: NightlyConfig,
+    *,
+    model_version: str,
+    card: Mapping[str, object],
+    run_id: str,
+    started: float,
+) -> RunSummary:
+    """The day's photos and their scores (one row per photo, in the photos' order) become the
+    day's tables, written together; then quarantine, retention, marker and the run's 'ok'.
+
+    Every engine that scores photos (this process, Ray) ends here, so their outputs cannot
+    drift apart.
+    """
+    check_photos_found(scores, day, config.photo_root)
+    estimates = receipt_estimates(photos, scores, config.bins)
+    options = config.day_options()
+    tables = build_day_tables(engine, day, estimates, card, options)
+
+    meta = {"run_id": run_id, "day": day.isoformat(), **run_settings(config, model_version)}
+    summary = RunSummary(run_id, day)
+    # The marker goes just before the first rename, so it always describes the files
+    # beside it; a write that fails earlier leaves both the old files and their marker.
+    summary.outputs = write_day_tables(
+        tables, day, options, meta, model_version,
+        before_commit=lambda: remove_marker(config.output_root, day))
+    quarantine = scores.loc[scores["status"] == "quarantined"].merge(
+        photos[["photo_id", "path"]], on="photo_id")[["photo_id", "path", "reason", "detail"]]
+    with_retries(lambda: queries.replace_quarantine(engine, run_id, day, quarantine))
+    purged = purge_compliance(options)
+
+    summary.counts = {**_counts(photos, scores), **tables.counts, **purged}
+    summary.quarantine = quarantine
+    summary.seconds = round(time.monotonic() - started, 2)
+    # The file metadata holds text only; the marker keeps numbers as numbers.
+    numbers = {"min_cell": config.min_cell, "challenge_age": config.challenge_age,
+               "window_days": config.window_days}
+    write_marker(config.output_root, day, {**meta, **numbers, **summary.counts,
+                                           "seconds": summary.seconds})
+    with_retries(lambda: queries.finish_run(engine, run_id, "ok", summary.counts))
+    return summary
+
+
+def run_settings(config: NightlyConfig, model_version: str) -> dict[str, str]:
+    """What a day's outputs were made with, as written into its files and SUCCESS marker."""
+    return {"model_version": model_version, "age_bins": config.bins.to_spec(),
+            "min_cell": str(config.min_cell), "challenge_age": str(config.challenge_age),
+            "window_days": str(config.window_days),
+            "flag_probability": str(config.flag_probability)}
+
+
+def day_is_current(config: NightlyConfig, day: dt.date, model_version: str) -> bool:
+    """True when the day's SUCCESS marker says it was written by this model version with
+    these settings: a rescore may skip it. The marker is written after every file of the
+    day and removed before any is replaced, so it never vouches for a half-written day."""
+    marker = read_marker(config.output_root, day)
+    want = run_settings(config, model_version)
+    return marker is not None and all(str(marker.get(k)) == v for k, v in want.items())
+
+
+def empty_scores() -> pd.DataFrame:
+    """The scores of a day without photos: no rows, the columns and dtypes of score_batch."""
+    dtypes = {"photo_id": "int64", "age": "float32", "p_under": "float64",
+              "face_count": "int16", "face_confidence": "float32", "face_px": "int16"}
+    return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, str)) for c in SCORE_COLUMNS})
 
 
 def estimate_ages(
@@ -141,10 +194,7 @@ def estimate_ages(
         if on_batch:
             on_batch(len(frame))
     if not frames:
-        dtypes = {"photo_id": "int64", "age": "float32", "p_under": "float64",
-                  "face_count": "int16",
-                  "face_confidence": "float32", "face_px": "int16"}
-        return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, str)) for c in SCORE_COLUMNS})
+        return empty_scores()
     return pd.concat(frames, ignore_index=True)
 
 

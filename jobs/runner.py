@@ -11,11 +11,15 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from jobs.lock import EXIT_LOCKED, AlreadyRunning, LockError, run_lock
 from jobs.settings import DEFAULT_DB_URL, DEFAULT_PHOTO_ROOT, Settings
+
+if TYPE_CHECKING:
+    from jobs.ray_engine import RayOptions
 
 log = logging.getLogger("ageseg")
 
@@ -45,8 +49,13 @@ def parse_bins(spec: str):
 
 
 def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: bool,
-             allow_empty: bool = False) -> None:
+             allow_empty: bool = False, force: bool = True,
+             ray: RayOptions | None = None) -> None:
     """Run each day independently; stop at the first failure with a one-line reason.
+
+    Without `force`, a day whose outputs this model version already wrote with these
+    settings is skipped (a rerun of a rescore finishes what is left). With `ray`, the days'
+    photos are scored on Ray (jobs/ray_engine.py) and written here, day by day, the same way.
 
     Cheap checks come before expensive work, each with its own exit code, in this order:
     age bins and the database URL (2), the model file and card (1), a SQLite file that does
@@ -85,8 +94,18 @@ def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: 
             return
         with _sigterm_as_exception(), run_lock(settings.lock_dir, what=what):
             _preflight(settings, engine, days, allow_empty=allow_empty)
-            model, detector = _load_scoring(settings)
+            if ray is not None:
+                from jobs.ray_engine import rescore_on_ray
+
+                for summary in rescore_on_ray(settings, engine, days, nightly_config(
+                        settings, bins), ray, job=job, force=force, on_skip=_print_skip):
+                    _print_summary(summary)
+                return
+            model, detector = load_scoring(settings)
             for day in days:
+                if not force and _is_current(settings, day, model.version, bins):
+                    _print_skip(day, model.version)
+                    continue
                 summary = _run_one(settings, engine, day, model, detector, bins, job)
                 _print_summary(summary)
     except AlreadyRunning as exc:
@@ -235,7 +254,8 @@ def _preflight(settings: Settings, engine, days, *, allow_empty: bool,
             check_photo_files(photos, day, settings.photo_root)
 
 
-def _load_scoring(settings: Settings):
+def load_scoring(settings: Settings):
+    """The model and face detector, loaded and warmed up once per process (or Ray actor)."""
     from models.faces import WholeImageDetector
     from models.persist import ModelFileError, ModelNotFound, load_model
 
@@ -268,17 +288,38 @@ def make_detector(name: str, min_face_size: int, confidence: float | None = None
     return BlazeFaceDetector(**options)
 
 
-def _run_one(settings, engine, day, model, detector, bins, job):
-    from analytics.pipeline import NightlyConfig, run_nightly
+def nightly_config(settings: Settings, bins):
+    from analytics.pipeline import NightlyConfig
 
-    config = NightlyConfig(settings.photo_root, settings.output_root, settings.restricted_root,
-                           bins, settings.min_cell, settings.batch_size,
-                           challenge_age=settings.challenge_age,
-                           flag_probability=settings.flag_probability,
-                           window_days=settings.window_days,
-                           compliance_retention_days=settings.compliance_retention_days,
-                           today=dt.date.today())
-    run_id = f"{day.isoformat()}-{uuid.uuid4().hex[:8]}"
+    return NightlyConfig(settings.photo_root, settings.output_root, settings.restricted_root,
+                         bins, settings.min_cell, settings.batch_size,
+                         challenge_age=settings.challenge_age,
+                         flag_probability=settings.flag_probability,
+                         window_days=settings.window_days,
+                         compliance_retention_days=settings.compliance_retention_days,
+                         today=dt.date.today())
+
+
+def new_run_id(day: dt.date) -> str:
+    return f"{day.isoformat()}-{uuid.uuid4().hex[:8]}"
+
+
+def _is_current(settings: Settings, day: dt.date, model_version: str, bins) -> bool:
+    from analytics.pipeline import day_is_current
+
+    return day_is_current(nightly_config(settings, bins), day, model_version)
+
+
+def _print_skip(day: dt.date, model_version: str) -> None:
+    click.echo(f"{day}: skipped, already scored by model {model_version} with these settings "
+               "(--force re-scores it)")
+
+
+def _run_one(settings, engine, day, model, detector, bins, job):
+    from analytics.pipeline import run_nightly
+
+    config = nightly_config(settings, bins)
+    run_id = new_run_id(day)
     log.info("%s %s: run %s", job, day, run_id)
     if sys.stderr.isatty():
         from sql import queries

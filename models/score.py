@@ -147,6 +147,15 @@ def _read(root: Path, rel_path: str) -> bytes | PhotoError:
         return exc
 
 
+def read_photos(
+    photos: Iterable[tuple[int, str]], photo_root: Path
+) -> list[tuple[int, bytes | PhotoError]]:
+    """``(photo_id, relative_path)`` → ``(photo_id, bytes or why not)``, as `score_batch`
+    takes them: a photo that cannot be read becomes a quarantine record there, not an error."""
+    root = Path(photo_root)
+    return [(pid, _read(root, rel)) for pid, rel in photos]
+
+
 def score_photos(
     photos: Iterable[tuple[int, str]],
     photo_root: Path,
