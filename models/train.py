@@ -133,6 +133,7 @@ class _EpochRecords:
                 if self.rows is None:  # the first epoch of this session: roll back to it
                     self.rows = [r for r in _read_history(checkpoint_dir) if r["epoch"] < epoch]
                     _write_history(checkpoint_dir, self.rows)
+                    _adopt_legacy_best(checkpoint_dir, best_epoch(self.rows))
                     for f in _best_files(checkpoint_dir):
                         if _best_epoch(f) >= epoch:
                             f.unlink()
@@ -158,6 +159,14 @@ class _EpochRecords:
                 _write_history(checkpoint_dir, self.rows)
 
         return EpochRecords()
+
+
+def _adopt_legacy_best(checkpoint_dir: Path, epoch: int | None) -> None:
+    """A run checkpointed before best files were named by epoch kept one `best.weights.h5`:
+    resumed now, it becomes the file of the history's best epoch."""
+    legacy = Path(checkpoint_dir) / "best.weights.h5"
+    if epoch is not None and legacy.is_file() and not _best_files(checkpoint_dir):
+        os.replace(legacy, best_weights_path(checkpoint_dir, epoch))
 
 
 def best_weights_path(checkpoint_dir: Path, epoch: int) -> Path:

@@ -378,3 +378,20 @@ def test_train_stops_on_bad_rows_when_asked(tmp_path):
     for text in ("row 4", "outside 0-116", "row 10", "duplicate", "row 11", "missing"):
         assert text in result.output
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_a_run_checkpointed_by_the_old_code_resumes(tiny_models, tmp_path):
+    """Its single best.weights.h5 becomes the best epoch's file, so the end of training finds
+    the weights of the history's lowest val_mae."""
+    from models.train import _EpochRecords, best_weights_path
+
+    train_model, _ = tiny_models
+    train_model.save_weights(str(tmp_path / "best.weights.h5"))
+    pd.DataFrame({"epoch": [0, 1, 2], "val_mae": [9.0, 7.0, 8.0]}).to_csv(
+        tmp_path / "history.csv", index=False)
+    resumed = _EpochRecords(tmp_path)
+    resumed.set_model(train_model)
+    resumed.on_epoch_begin(3)
+    assert best_weights_path(tmp_path, 1).is_file()
+    assert not (tmp_path / "best.weights.h5").exists()
