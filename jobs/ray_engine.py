@@ -128,8 +128,9 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Iterator
         if address:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=not quiet)
         else:
-            # Ray binds to this machine's address, never loopback alone; Ray 2.60's token
-            # authentication (on by default) keeps others from submitting work to it.
+            # On loopback only when Ray was imported with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+            # (jobs/rescore.py sets it for a local run); Ray 2.60's token authentication (on
+            # by default) keeps others from submitting work to it either way.
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=not quiet,
                      runtime_env=runtime_env)
     except (ConnectionError, ValueError, RuntimeError) as exc:

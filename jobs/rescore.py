@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import click
 
@@ -65,7 +66,16 @@ def command(settings: Settings, start: dt.datetime, end: dt.datetime, dry_run: b
              force=force, ray=ray)
 
 
+# Set before Ray is imported: a local Ray (no --ray-address) then binds its services to
+# loopback (127.0.0.1) instead of this machine's network address, as a single-machine run
+# should; a cluster's nodes must stay reachable, so only without an address.
+LOCAL_RAY_ON_LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
 def _ray_options(address, workers, gpus_per_worker, chunk_photos):
+    if address is None:
+        for name, value in LOCAL_RAY_ON_LOOPBACK.items():
+            os.environ.setdefault(name, value)
     try:
         from jobs.ray_engine import RayOptions
     except ImportError as exc:  # the `ray` extra is not installed

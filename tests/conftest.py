@@ -11,6 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The Ray tests' local Ray (and the rescore subprocesses they start) listen on loopback only,
+# not on this machine's network address (jobs/rescore.py sets the same for a local Ray).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 PG_ADMIN_URL = os.environ.get(
     "AGESEG_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -73,6 +73,8 @@ def ray_session():
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), saved) if p)
     with connect(num_cpus=2):
+        # This machine's network address is never used: everything stays on loopback.
+        assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
         yield ray
     if saved is None:
         os.environ.pop("PYTHONPATH", None)
