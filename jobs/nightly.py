@@ -7,18 +7,14 @@ import datetime as dt
 import click
 
 from jobs.cli import pass_settings
-from jobs.runner import run_days, yesterday
+from jobs.runner import day_options, run_days, yesterday
 from jobs.settings import Settings
 
 
 @click.command("nightly")
 @click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), default=None,
               help="Day to score (default: yesterday).")
-@click.option("--dry-run", is_flag=True,
-              help="Run the start-up checks and say what would be scored; write nothing.")
-@click.option("--allow-empty", is_flag=True,
-              help="Write empty tables for a day with no receipts and no photos (default: "
-              "refuse with exit 65, as the day's sales were most likely never loaded).")
+@day_options
 @pass_settings
 def command(settings: Settings, day: dt.datetime | None, dry_run: bool,
             allow_empty: bool) -> None:

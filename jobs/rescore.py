@@ -8,7 +8,7 @@ import os
 import click
 
 from jobs.cli import pass_settings
-from jobs.runner import run_days
+from jobs.runner import day_options, run_days
 from jobs.settings import Settings
 
 
@@ -17,11 +17,7 @@ from jobs.settings import Settings
               help="First day to re-score.")
 @click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), required=True,
               help="Last day to re-score (inclusive).")
-@click.option("--dry-run", is_flag=True,
-              help="Run the start-up checks and say what would be scored; write nothing.")
-@click.option("--allow-empty", is_flag=True,
-              help="Write empty tables for days with no receipts and no photos (default: "
-              "refuse with exit 65).")
+@day_options
 @click.option("--force", is_flag=True,
               help="Re-score days this model already scored with these settings too.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",

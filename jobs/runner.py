@@ -39,6 +39,17 @@ class JobFailed(click.ClickException):
         self.exit_code = exit_code
 
 
+def day_options(command):
+    """--dry-run and --allow-empty, shared by `nightly` and `rescore`."""
+    command = click.option(
+        "--allow-empty", is_flag=True,
+        help="Write empty tables for a day with no receipts and no photos (default: refuse "
+        "with exit 65, as the day's sales were most likely never loaded).")(command)
+    return click.option(
+        "--dry-run", is_flag=True,
+        help="Run the start-up checks and say what would be scored; write nothing.")(command)
+
+
 def parse_bins(spec: str):
     from analytics.age_groups import AgeBins, AgeBinsError
 

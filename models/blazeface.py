@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from models.faces import MAX_SIDE, FaceBox, _check_image
+from models.faces import MAX_SIDE, FaceBox, _check_image, check_detector_options
 
 WEIGHTS = Path(__file__).with_name("weights") / "face_detection_back.tflite"
 INPUT_SIDE = 256
@@ -59,10 +59,7 @@ class BlazeFaceDetector:
 
     def __init__(self, min_face_size: int = 40, min_confidence: float = 0.5,
                  threads: int | None = None) -> None:
-        if min_face_size < 1:
-            raise ValueError(f"min_face_size must be positive, got {min_face_size}")
-        if not 0.0 <= min_confidence <= 1.0:
-            raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+        check_detector_options(min_face_size, min_confidence)
         self.min_face_size = min_face_size
         self.min_confidence = min_confidence
         self.threads = threads

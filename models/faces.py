@@ -352,10 +352,7 @@ class MtcnnDetector:
     ) -> None:
         if max_side < _PNET_WINDOW:
             raise ValueError(f"max_side must be at least {_PNET_WINDOW}, got {max_side}")
-        if min_face_size < 1:
-            raise ValueError(f"min_face_size must be positive, got {min_face_size}")
-        if not 0.0 <= min_confidence <= 1.0:
-            raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+        check_detector_options(min_face_size, min_confidence)
         self.max_side = max_side
         self.min_face_size = min_face_size
         self.min_confidence = min_confidence
@@ -467,6 +464,14 @@ def _compiled(model: Any, side: int | None = None) -> Any:
         return model(x, training=False)
 
     return forward
+
+
+def check_detector_options(min_face_size: int, min_confidence: float) -> None:
+    """The options every detector takes, checked alike."""
+    if min_face_size < 1:
+        raise ValueError(f"min_face_size must be positive, got {min_face_size}")
+    if not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
 
 
 def _check_image(image: np.ndarray) -> tuple[int, int]:
