@@ -328,6 +328,7 @@ def train(
 
     history = pd.read_csv(history_csv) if history_csv.is_file() else pd.DataFrame()
     best = best_epoch(history.to_dict("records"))
+    _adopt_legacy_best(checkpoint_dir, best)  # a finished run of the old code trains no epoch
     if best is None or not best_weights_path(checkpoint_dir, best).is_file():
         raise TrainingError("training produced no checkpoint (no epoch finished)")
     train_model.load_weights(str(best_weights_path(checkpoint_dir, best)))
