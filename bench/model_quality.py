@@ -109,7 +109,7 @@ def teens(labels: Path, images: Path, model_path: Path | None, point: float | No
     unseen = pd.concat([splits["val"], splits["test"]], ignore_index=True)
     teen = unseen[(unseen["real_age"] >= 13) & (unseen["real_age"] < 18)].reset_index(drop=True)
     ages, probs = predict_files_distribution(model, teen["path"].tolist())
-    teen = teen.assign(estimate=ages.round(1))
+    teen = teen.assign(estimate=ages.astype("float64").round(1))
     rows = [("estimated under 25", teen["estimate"] < 25)]
     if probs is not None and point is not None:
         teen["p_under_25"] = p_under(probs, 25.0).round(3)

@@ -83,14 +83,15 @@ def score(model, detector, pairs: list[tuple[int, str]], root: Path) -> tuple[pd
     from models.score import score_photos
 
     started = time.perf_counter()
-    frames = list(score_photos(pairs, root, model, detector, batch_size=32))
+    frames = list(score_photos(pairs, root, model, detector, batch_size=32, challenge_age=25.0))
     seconds = time.perf_counter() - started
     return pd.concat(frames, ignore_index=True), len(pairs) / seconds
 
 
-def summarize(scenes: pd.DataFrame, got: pd.DataFrame, crops: pd.DataFrame) -> dict:
+def summarize(scenes: pd.DataFrame, got: pd.DataFrame, crops: pd.DataFrame,
+              point: float) -> dict:
     """The figures for one detector."""
-    d = scenes.merge(got[["photo_id", "age", "status", "face_px"]], on="photo_id")
+    d = scenes.merge(got[["photo_id", "age", "p_under", "status", "face_px"]], on="photo_id")
     d = d.merge(crops[["photo_id", "age"]].rename(columns={"age": "crop_age"}), on="photo_id")
     aged = d.dropna(subset=["age"])
     err = (aged["age"] - aged["real_age"]).abs()
@@ -120,6 +121,9 @@ def summarize(scenes: pd.DataFrame, got: pd.DataFrame, crops: pd.DataFrame) -> d
         "over30_under25": float((adults["age"] < 25).mean()) if len(adults) else float("nan"),
         "over30_n": len(adults),
         "crop_over30_under25": float((adults["crop_age"] < 25).mean()),
+        "point": point,
+        "teens_flagged": float((teens["p_under"] >= point).mean()) if len(teens) else float("nan"),
+        "over30_flagged": float((adults["p_under"] >= point).mean()),
         "statuses": d["status"].value_counts(normalize=True).round(3).to_dict(),
         "bands": bands,
     }
@@ -196,6 +200,7 @@ def main() -> int:
     rng = np.random.default_rng(args.seed)
     faces = test.sample(min(args.n, len(test)), random_state=args.seed).reset_index(drop=True)
     model.warm_up(32)
+    point = float((model.card.get("calibration") or {}).get("flag_probability", 0.5))
     print(f"model {model.version}; {len(faces)} held-out test faces; {os.cpu_count()} cores")
 
     with tempfile.TemporaryDirectory(prefix="ageseg-scenes-") as tmp:
@@ -210,7 +215,7 @@ def main() -> int:
             detector = make_detector(name, 40)
             detector.warm_up()
             got, rate = score(model, detector, pairs, folder)
-            results[name] = (summarize(scenes, got, crops), rate,
+            results[name] = (summarize(scenes, got, crops, point), rate,
                              contract_for(model.card, name))
         frames = framing(model, scenes, folder)
         sweeps = {name: sweep(name, scenes, folder, empties) for name in results}
@@ -228,6 +233,8 @@ def main() -> int:
         print(f"Challenge 25 on scenes: 13-17 under 25 {s['teens_under25']:.1%} "
               f"(n={s['teens_n']}); 30+ under 25 {s['over30_under25']:.1%} (n={s['over30_n']}, "
               f"target <= 2%: {ok}; crops {s['crop_over30_under25']:.1%})")
+        print(f"compliance flags on scenes (P(under 25) >= {s['point']}): 13-17 "
+              f"{s['teens_flagged']:.1%}, 30+ {s['over30_flagged']:.1%}")
         ok = "met" if s["no_face_80px"] <= TARGETS["no_face_80px"] else "NOT met"
         print(f"no face {s['no_face']:.1%} (faces >= 80 px: {s['no_face_80px']:.1%}, target "
               f"<= 1%: {ok}); wrong face {s['wrong_face']:.1%} of {s['two_face_scenes']} "
