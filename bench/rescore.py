@@ -1,7 +1,7 @@
 """Re-scoring a range of days: the single-process engine next to Ray Data, and the driver's
 own ceiling, measured in one run on this machine.
 
-- 30 days x 100 checkout scenes (the shipped model, MTCNN), `ageseg rescore` with the
+- 30 days x 100 checkout scenes (the shipped model, BlazeFace), `ageseg rescore` with the
   single-process engine, then `--engine ray` with 1 and 2 workers on a local Ray: photos/s
   end to end (process start to exit, start-up included) and steady (from the first day
   written to the last), per-worker rate, peak RSS of the driver and of each Ray worker;
@@ -44,9 +44,12 @@ class StubScorer:
         ids = [int(i) for ids in batch["photo_id"] for i in ids]
         days = [d for d, ids in zip(batch["day"], batch["photo_id"]) for _ in ids]
         n = len(ids)
-        return pd.DataFrame({"photo_id": ids, "age": [30.0] * n, "face_count": [1] * n,
-                             "status": ["ok"] * n, "reason": [""] * n, "detail": [""] * n,
-                             "day": days}).astype({"age": "float32", "face_count": "int16"})
+        return pd.DataFrame({"photo_id": ids, "age": [30.0] * n, "p_under": [0.1] * n,
+                             "face_count": [1] * n, "face_confidence": [0.99] * n,
+                             "face_px": [150] * n, "status": ["ok"] * n, "reason": [""] * n,
+                             "detail": [""] * n, "day": days}).astype(
+            {"age": "float32", "face_count": "int16", "face_confidence": "float32",
+             "face_px": "int16"})
 
 
 def build(workdir: Path, days: int, per_day: int, scenes: bool) -> None:
@@ -200,7 +203,7 @@ def main() -> None:
     parser.add_argument("--photos-per-day", type=int, default=100)
     args = parser.parse_args()
     days, per_day = args.days, args.photos_per_day
-    print(f"{days} days x {per_day} scenes, shipped model + MTCNN, {os.cpu_count()} CPUs")
+    print(f"{days} days x {per_day} scenes, shipped model + BlazeFace, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="ageseg-bench-rescore-") as tmp:
         work = Path(tmp) / "scenes"
         build(work, days, per_day, scenes=True)

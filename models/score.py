@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.calibrate import p_under
 from models.crop import CropContract, contract_for, crop_face
 from models.faces import (
     FaceDetector,
@@ -114,8 +115,6 @@ def score_batch(
 
 def _estimate(prepared: list[PreparedPhoto], model: AgeModel, batch_size: int,
               challenge_age: float | None = None) -> pd.DataFrame:
-    from models.calibrate import p_under
-
     ages = np.full(len(prepared), np.nan, dtype=np.float32)
     under = np.full(len(prepared), np.nan, dtype=np.float64)
     with_face = [i for i, p in enumerate(prepared) if p.face is not None]
