@@ -31,7 +31,7 @@ from analytics.day_tables import (
 from analytics.parquet import read_marker, remove_marker, write_marker
 from models.faces import UNOPENED_REASONS, PhotoError, resolve_photo_path
 from models.persist import AgeModel
-from models.score import AGED, SCORE_COLUMNS, STATUSES, score_photos
+from models.score import AGED, STATUSES, empty_scores, score_photos
 from sql import queries
 from sql.engine import with_retries
 
@@ -172,13 +172,6 @@ def day_is_current(config: NightlyConfig, day: dt.date, model_version: str) -> b
     marker = read_marker(config.output_root, day)
     want = run_settings(config, model_version)
     return marker is not None and all(str(marker.get(k)) == v for k, v in want.items())
-
-
-def empty_scores() -> pd.DataFrame:
-    """The scores of a day without photos: no rows, the columns and dtypes of score_batch."""
-    dtypes = {"photo_id": "int64", "age": "float32", "p_under": "float64",
-              "face_count": "int16", "face_confidence": "float32", "face_px": "int16"}
-    return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, str)) for c in SCORE_COLUMNS})
 
 
 def estimate_ages(

@@ -41,15 +41,15 @@ class StubScorer:
     def __call__(self, batch):
         import pandas as pd
 
+        from models.score import SCORE_DTYPES
+
         ids = [int(i) for ids in batch["photo_id"] for i in ids]
         days = [d for d, ids in zip(batch["day"], batch["photo_id"]) for _ in ids]
         n = len(ids)
         return pd.DataFrame({"photo_id": ids, "age": [30.0] * n, "p_under": [0.1] * n,
                              "face_count": [1] * n, "face_confidence": [0.99] * n,
                              "face_px": [150] * n, "status": ["ok"] * n, "reason": [""] * n,
-                             "detail": [""] * n, "day": days}).astype(
-            {"age": "float32", "face_count": "int16", "face_confidence": "float32",
-             "face_px": "int16"})
+                             "detail": [""] * n, "day": days}).astype(SCORE_DTYPES)
 
 
 def build(workdir: Path, days: int, per_day: int, scenes: bool) -> None:

@@ -38,6 +38,14 @@ AGED = STATUSES[:3]
 
 SCORE_COLUMNS = ["photo_id", "age", "p_under", "face_count", "face_confidence", "face_px",
                  "status", "reason", "detail"]
+# The numeric columns' dtypes; the rest are strings.
+SCORE_DTYPES = {"photo_id": "int64", "age": "float32", "p_under": "float64",
+                "face_count": "int16", "face_confidence": "float32", "face_px": "int16"}
+
+
+def empty_scores() -> pd.DataFrame:
+    """The scores of no photos: no rows, the columns and dtypes of `score_batch`."""
+    return pd.DataFrame({c: pd.Series(dtype=SCORE_DTYPES.get(c, str)) for c in SCORE_COLUMNS})
 
 
 @dataclass
