@@ -97,10 +97,9 @@ def teens(labels: Path, images: Path, model_path: Path | None, point: float | No
     """The 13-17 year olds the model never trained on, with intervals and the worst ones."""
     sys.path.insert(0, str(ROOT))
     from analytics.recommendations import wilson_interval
-    from models.calibrate import p_under
     from models.labels import load_labels, split_labels
     from models.persist import load_model
-    from models.predict import predict_files_distribution
+    from models.predict import predict_files_all
 
     model = load_model(model_path)
     recipe = model.card.get("recipe", {})
@@ -108,11 +107,12 @@ def teens(labels: Path, images: Path, model_path: Path | None, point: float | No
                           recipe.get("val_frac", 0.1), recipe.get("test_frac", 0.15))
     unseen = pd.concat([splits["val"], splits["test"]], ignore_index=True)
     teen = unseen[(unseen["real_age"] >= 13) & (unseen["real_age"] < 18)].reset_index(drop=True)
-    ages, probs = predict_files_distribution(model, teen["path"].tolist())
+    ages, probs, head = predict_files_all(model, teen["path"].tolist())
     teen = teen.assign(estimate=ages.astype("float64").round(1))
     rows = [("estimated under 25", teen["estimate"] < 25)]
-    if probs is not None and point is not None:
-        teen["p_under_25"] = p_under(probs, 25.0).round(3)
+    under = model.p_under(probs, head, 25.0)
+    if under is not None and point is not None:
+        teen["p_under_25"] = under.round(3)
         rows.append((f"flagged at P >= {point}", teen["p_under_25"] >= point))
     trained = splits["train"]["real_age"]
     total = int(((trained >= 13) & (trained < 18)).sum()) + len(teen)

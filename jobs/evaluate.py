@@ -64,14 +64,13 @@ def command(settings: Settings, labels: Path, images: Path, split: str, threshol
     model_path = settings.model_path
     from models.calibrate import (
         format_probability_report,
-        p_under,
         plot_calibration,
         probability_metrics,
     )
     from models.evaluate import evaluate_ages, format_report, plot_evaluation
     from models.labels import LabelsError, load_labels, split_labels
     from models.persist import ModelFileError, ModelNotFound, load_model, read_card
-    from models.predict import predict_files_distribution
+    from models.predict import predict_files_all
 
     try:
         read_card(model_path) if model_path else None  # a wrong --model fails before TF
@@ -95,11 +94,11 @@ def command(settings: Settings, labels: Path, images: Path, split: str, threshol
     if sys.stderr.isatty():
         with click.progressbar(length=len(paths), label=f"{len(paths)} faces",
                                file=sys.stderr) as bar:
-            ages, probs = predict_files_distribution(model, paths, batch_size,
-                                                     on_batch=bar.update)
+            ages, probs, head = predict_files_all(model, paths, batch_size,
+                                                  on_batch=bar.update)
     else:
         click.echo(f"scoring {len(paths)} faces ...", err=True)
-        ages, probs = predict_files_distribution(model, paths, batch_size)
+        ages, probs, head = predict_files_all(model, paths, batch_size)
     frame = frame.assign(pred_age=ages)
     if predictions:
         _write_predictions(frame, predictions)
@@ -113,9 +112,8 @@ def command(settings: Settings, labels: Path, images: Path, split: str, threshol
     # The Challenge 25 operating point: --flag-probability (the group's), else the card's.
     point = settings.flag_probability or (model.card.get("calibration") or {}).get(
         "flag_probability")
-    under = None
-    if probs is not None and point is not None:
-        under = p_under(probs, threshold)
+    under = model.p_under(probs, head, threshold) if point is not None else None
+    if under is not None:
         metrics.update(probability_metrics(under, frame["real_age"].to_numpy(float),
                                            threshold, point))
     if plot:

@@ -49,10 +49,21 @@ DEFAULT_CHECKPOINTS = Path.home() / ".cache" / "ageseg" / "checkpoints"
               "continues later.")
 @click.option("--on-bad-rows", type=click.Choice(["skip", "stop"]), default="skip",
               show_default=True, help="Bad label rows: leave them out (listed) or stop.")
+@click.option("--sample-weights", type=click.Choice(["none", "lds", "under25"]),
+              default="none", show_default=True, help="Weight the age loss per face: lds, "
+              "rare ages up by label-distribution smoothing; under25, the under-25s twice "
+              "(models/imbalance.py), so the model pulls the young less to the middle.")
+@click.option("--under-head", "under_age", type=click.FloatRange(min=1, max=99), default=None,
+              help="Add a second output P(age < AGE) trained with binary cross-entropy "
+              "toward 13-30; compliance reads it where it beats the age distribution.")
+@click.option("--ema", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0,
+              show_default=True, help="Ship the moving average of the weights with this "
+              "momentum (e.g. 0.99) instead of the best epoch; early stopping is then off.")
 def command(labels: Path, images: Path, out: Path, checkpoint_dir: Path | None, resume: bool,
             backbone_weights: Path | None, init_from: Path | None, head: str, image_size: int,
             batch_size: int, epochs: int, steps_per_epoch: int | None, patience: int,
-            learning_rate: float, seed: int, max_minutes: float | None, on_bad_rows: str) -> None:
+            learning_rate: float, seed: int, max_minutes: float | None, on_bad_rows: str,
+            sample_weights: str, under_age: float | None, ema: float) -> None:
     """Train the age model; an interrupted run continues with --resume.
 
     Example: ageseg train --labels faces/labels.csv --images faces/final_files --out model.ageseg
@@ -69,7 +80,8 @@ def command(labels: Path, images: Path, out: Path, checkpoint_dir: Path | None, 
         click.echo(loaded.describe_problems(), err=True)
     config = TrainConfig(image_size=image_size, head=head, batch_size=batch_size, epochs=epochs,
                          steps_per_epoch=steps_per_epoch, learning_rate=learning_rate, seed=seed,
-                         patience=patience)
+                         patience=patience, sample_weights=sample_weights,
+                         under_age=under_age, ema=ema)
     checkpoint_dir = checkpoint_dir or DEFAULT_CHECKPOINTS / out.stem
     card_extra = {
         "data": {"labels": str(labels), "images": str(images), "rows": len(loaded.frame),

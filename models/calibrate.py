@@ -9,6 +9,10 @@ number fitted on validation faces: p(a) ** (1 / T), renormalised, with T chosen 
 the true ages most likely. It keeps the ranking of faces and the estimate itself; a T above
 1 widens the distribution.
 
+A model may also carry its own P(age < 25) output (models/build.py), made for the decision;
+it is calibrated the same way with a temperature on its logit, and the card says which of
+the two the operating point reads (`calibration.source`).
+
 The compliance rule built on it: flag a sale when P(under the challenge age) >= p, with p
 the operating point chosen on validation faces (`choose_operating_point`) and written on
 the model card. Pure functions over arrays; plots import matplotlib only when called.
@@ -23,6 +27,7 @@ from typing import Any
 import numpy as np
 
 TEMPERATURES = np.exp(np.linspace(math.log(0.5), math.log(12.0), 121))
+LOGIT_TEMPERATURES = np.exp(np.linspace(math.log(0.25), math.log(8.0), 141))
 CALIBRATION_BINS = 10
 MAX_ADULT_FLAG_RATE = 0.10  # the operating point may flag at most this share of real 30+
 PROBABILITY_GRID = np.round(np.concatenate([np.arange(0.005, 0.05, 0.005),
@@ -57,6 +62,26 @@ def fit_temperature(probs: np.ndarray, ages: np.ndarray) -> tuple[float, float, 
     losses = [nll(t) for t in TEMPERATURES]
     best = int(np.argmin(losses))
     return float(TEMPERATURES[best]), losses[best], nll(1.0)
+
+
+def fit_logit_temperature(p: np.ndarray, outcome: np.ndarray) -> float:
+    """The T that minimises the binary log-loss of sigmoid(logit(p) / T) on held-out faces,
+    for probabilities `p` as the model outputs them (mirror-averaged)."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    logits = np.log(p) - np.log1p(-p)
+    y = np.asarray(outcome, dtype=np.float64)
+
+    def loss(t: float) -> float:
+        q = np.clip(1 / (1 + np.exp(-logits / t)), 1e-7, 1 - 1e-7)
+        return float(-(y * np.log(q) + (1 - y) * np.log(1 - q)).mean())
+
+    return float(LOGIT_TEMPERATURES[int(np.argmin([loss(t) for t in LOGIT_TEMPERATURES]))])
+
+
+def with_logit_temperature(p: np.ndarray, temperature: float) -> np.ndarray:
+    """sigmoid(logit(p) / T): what the model's graph does with the card's temperature."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return 1 / (1 + np.exp(-(np.log(p) - np.log1p(-p)) / temperature))
 
 
 def calibration_error(p: np.ndarray, outcome: np.ndarray, bins: int = CALIBRATION_BINS
@@ -156,16 +181,22 @@ def plot_calibration(p: np.ndarray, ages: np.ndarray, age: float, operating_poin
     return out_png
 
 
-def calibrate_card(probs_val: np.ndarray, ages_val: np.ndarray, age: float = 25.0
-                   ) -> dict[str, Any]:
+def calibrate_card(probs_val: np.ndarray, ages_val: np.ndarray, age: float = 25.0,
+                   under_head: np.ndarray | None = None) -> dict[str, Any]:
     """Fit the temperature and choose the operating point on validation faces; the card's
-    `calibration` entry, with the figures that justify both."""
+    `calibration` entry, with the figures that justify both.
+
+    With `under_head` (the model's own P(age < `age`) on the same faces, uncalibrated), its
+    logit temperature is fitted too, and the operating point reads P(under) from whichever
+    of the two flags more real 13-17 year olds at <= 10 % of real 30+ (`source`); the
+    other's figures stay beside it for comparison.
+    """
     temperature, nll, nll_raw = fit_temperature(probs_val, ages_val)
     p = p_under(with_temperature(probs_val, temperature), age)
     raw = p_under(probs_val, age)
     point = choose_operating_point(p, ages_val)
     outcome = ages_val < age
-    return {
+    card = {
         "method": "temperature scaling of the mirror-averaged age distribution",
         "temperature": round(temperature, 4),
         "fitted_on": "validation split",
@@ -177,7 +208,26 @@ def calibrate_card(probs_val: np.ndarray, ages_val: np.ndarray, age: float = 25.
         "flag_probability": point,
         "max_adult_flag_rate": MAX_ADULT_FLAG_RATE,
         "flag_rates_at_operating_point": flag_rates(p, ages_val, point),
+        "source": "distribution",
     }
+    if under_head is None:
+        return card
+    t_head = fit_logit_temperature(under_head, outcome)
+    p_head = with_logit_temperature(under_head, t_head)
+    point_head = choose_operating_point(p_head, ages_val)
+    head = {"age": float(age), "temperature": round(t_head, 4),
+            "calibration_error": round(calibration_error(p_head, outcome), 4),
+            "calibration_error_uncalibrated": round(calibration_error(under_head, outcome), 4),
+            "flag_probability": point_head,
+            "flag_rates_at_operating_point": flag_rates(p_head, ages_val, point_head)}
+    distribution = {k: card[k] for k in ("calibration_error", "flag_probability",
+                                         "flag_rates_at_operating_point")}
+    card.update(under_head=head, distribution=distribution)
+    teens = (head["flag_rates_at_operating_point"]["13_17"] or 0.0,
+             distribution["flag_rates_at_operating_point"]["13_17"] or 0.0)
+    if teens[0] >= teens[1]:
+        card.update(source="under_head", **{k: head[k] for k in distribution})
+    return card
 
 
 def probability_metrics(p: np.ndarray, ages: np.ndarray, age: float,

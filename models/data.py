@@ -6,6 +6,9 @@ machines spend their time in the model, not in JPEG decoding.
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import tensorflow as tf
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -122,21 +125,25 @@ def _augment(image: tf.Tensor, image_size: int) -> tf.Tensor:
 
 def face_dataset(
     paths: list[str],
-    ages: list[float] | None,
+    ages: Any,
     image_size: int,
     batch_size: int,
     *,
     training: bool = False,
     seed: int = 0,
 ) -> tf.data.Dataset:
-    """Batches of (image, age) — or images alone when ``ages`` is None.
+    """Batches of (image, age) — or images alone when ``ages`` is None. ``ages`` may also be
+    any per-face targets: an (N, k) array, or a dict of them for a model with several
+    outputs (models/train.py: `training_targets`).
 
     Decoded images are cached in memory at model size (17.5k faces at 64 px is ~0.2 GB), so
     only the first epoch decodes JPEGs. Training batches are shuffled and augmented and the
     dataset repeats; evaluation batches keep file order.
     """
+    if ages is not None and not isinstance(ages, dict):
+        ages = np.asarray(ages, dtype=np.float32)
     ds = tf.data.Dataset.from_tensor_slices(
-        (list(paths), list(ages)) if ages is not None else list(paths)
+        (list(paths), ages) if ages is not None else list(paths)
     )
 
     def load(path, *rest):

@@ -57,6 +57,25 @@ class AgeModel:
         return any(layer.name == "age_probs" for layer in self.keras_model.layers)
 
     @property
+    def under_head_age(self) -> float | None:
+        """The age of the model's own P(age < X) output (models/build.py), or None."""
+        if not any(layer.name == "p_under" for layer in self.keras_model.layers):
+            return None
+        head = (self.card.get("calibration") or {}).get("under_head") or {}
+        return float(head.get("age", self.card.get("recipe", {}).get("under_age") or 25.0))
+
+    @property
+    def under_temperature(self) -> float:
+        head = (self.card.get("calibration") or {}).get("under_head") or {}
+        return float(head.get("temperature", 1.0))
+
+    @property
+    def under_source(self) -> str:
+        """Where the card's Challenge 25 operating point reads P(under) from: the model's
+        own P(under) head, or its age distribution (the default, and for older models)."""
+        return str((self.card.get("calibration") or {}).get("source", "distribution"))
+
+    @property
     def temperature(self) -> float:
         """The calibration the card names (models/calibrate.py); 1.0: none."""
         return float((self.card.get("calibration") or {}).get("temperature", 1.0))
@@ -91,6 +110,22 @@ class AgeModel:
         measure); the distribution has the card's temperature applied, so the probabilities
         read from it (e.g. P(age < 25)) mean what they say (models/calibrate.py).
         """
+        return self.predict_all(faces, batch_size)[:2]
+
+    def p_under(self, probs: np.ndarray | None, head: np.ndarray | None, age: float
+                ) -> np.ndarray | None:
+        """P(age < `age`) per face from `predict_all`'s outputs: the P(under) head where the
+        card chose it for this age, else the calibrated distribution; None without either."""
+        from models.calibrate import p_under
+
+        if head is not None and self.under_source == "under_head" \
+                and self.under_head_age == age:
+            return head.astype(np.float64)
+        return None if probs is None else p_under(probs, age)
+
+    def predict_all(self, faces: np.ndarray, batch_size: int = 32
+                    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(ages, calibrated distributions or None, calibrated P(under) head or None)."""
         if faces.ndim != 4 or faces.shape[1:] != (self.image_size, self.image_size, 3):
             raise ValueError(
                 f"expected faces of shape (N, {self.image_size}, {self.image_size}, 3), "
@@ -98,56 +133,73 @@ class AgeModel:
             )
         if self._predict_fn is None:
             self._predict_fn = _prediction_graph(self.keras_model, self.mirror,
-                                                 self.has_distribution, self.temperature)
+                                                 self.has_distribution, self.temperature,
+                                                 self.under_head_age is not None,
+                                                 self.under_temperature)
         ages = np.empty(len(faces), dtype=np.float32)
         probs = np.empty((len(faces), 0), np.float32)
+        under = np.empty(len(faces), np.float32)
         for start in range(0, len(faces), batch_size):
             chunk = faces[start : start + batch_size].astype(np.float32)
             n = len(chunk)
             if n < batch_size:
                 pad = np.zeros((batch_size - n, *chunk.shape[1:]), np.float32)
                 chunk = np.concatenate([chunk, pad])
-            age, dist = self._predict_fn(chunk)
+            age, dist, head = self._predict_fn(chunk)
             ages[start : start + n] = np.asarray(age)[:n]
+            under[start : start + n] = np.asarray(head)[:n]
             if start == 0:
                 probs = np.empty((len(faces), dist.shape[-1]), np.float32)
             probs[start : start + n] = np.asarray(dist)[:n]
-        return ages, (probs if self.has_distribution else None)
+        return (ages, probs if self.has_distribution else None,
+                under if self.under_head_age is not None else None)
 
 
-def _prediction_graph(model: Any, mirror: bool, distribution: bool, temperature: float) -> Any:
-    """(ages (N,), distributions (N, K)) for a float batch (N, S, S, 3), as one traced graph.
+def _prediction_graph(model: Any, mirror: bool, distribution: bool, temperature: float,
+                      under_head: bool = False, under_temperature: float = 1.0) -> Any:
+    """(ages (N,), distributions (N, K), P(under) (N,)) for a float batch (N, S, S, 3), as
+    one traced graph.
 
     With `mirror`, the batch and its mirror images go through the model together and their
     estimates (and distributions) are averaged. The distribution is then sharpened or
-    widened by the calibration temperature: p ** (1 / T), renormalised. Without a
-    distribution (regression head) the second output is a (N, 0) placeholder.
+    widened by the calibration temperature: p ** (1 / T), renormalised. The P(under) head is
+    averaged over the views too, then calibrated: its logit divided by its temperature. Without a
+    distribution (regression head) the second output is a (N, 0) placeholder; without a
+    P(under) head the third is zeros.
     """
     import keras
     import tensorflow as tf
 
+    outputs = [model.get_layer("age").output]
     if distribution:
-        model = keras.Model(model.inputs, [model.output, model.get_layer("age_probs").output])
+        outputs.append(model.get_layer("age_probs").output)
+    if under_head:
+        outputs.append(model.get_layer("p_under").output)
+    model = keras.Model(model.inputs, outputs)
 
-    def forward(x: Any) -> tuple[Any, Any]:
-        if distribution:
-            age, probs = model(x, training=False)
-            return age[:, 0], tf.cast(probs, tf.float32)
-        age = model(x, training=False)[:, 0]
-        return age, tf.zeros([tf.shape(x)[0], 0])
+    def forward(x: Any) -> tuple[Any, Any, Any]:
+        out = list(model(x, training=False))
+        age = out.pop(0)[:, 0]
+        probs = tf.cast(out.pop(0), tf.float32) if distribution else tf.zeros([tf.shape(x)[0], 0])
+        under = tf.cast(out.pop(0)[:, 0], tf.float32) if under_head else tf.zeros_like(age)
+        return age, probs, under
 
     @tf.function
     def predict(x: Any) -> Any:
         if mirror:
             n = tf.shape(x)[0]
-            age, probs = forward(tf.concat([x, tf.reverse(x, axis=[2])], axis=0))
+            age, probs, under = forward(tf.concat([x, tf.reverse(x, axis=[2])], axis=0))
             age, probs = (age[:n] + age[n:]) / 2, (probs[:n] + probs[n:]) / 2
+            under = (under[:n] + under[n:]) / 2
         else:
-            age, probs = forward(x)
+            age, probs, under = forward(x)
         if distribution and temperature != 1.0:
             logp = tf.math.log(tf.maximum(probs, 1e-12)) / temperature
             probs = tf.nn.softmax(logp, axis=-1)
-        return age, probs
+        if under_head and under_temperature != 1.0:
+            p = tf.clip_by_value(under, 1e-7, 1.0 - 1e-7)
+            under = tf.sigmoid((tf.math.log(p) - tf.math.log(1.0 - p)) / under_temperature)
+        return age, probs, under
 
     return predict
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.calibrate import p_under
 from models.crop import CropContract, contract_for, crop_face
 from models.faces import (
     FaceDetector,
@@ -128,9 +127,10 @@ def _estimate(prepared: list[PreparedPhoto], model: AgeModel, batch_size: int,
     with_face = [i for i, p in enumerate(prepared) if p.face is not None]
     if with_face:
         faces = np.stack([prepared[i].face for i in with_face])
-        ages[with_face], probs = model.predict_distribution(faces, batch_size=batch_size)
-        if probs is not None and challenge_age is not None:
-            under[with_face] = p_under(probs, challenge_age)
+        ages[with_face], probs, head = model.predict_all(faces, batch_size=batch_size)
+        p = None if challenge_age is None else model.p_under(probs, head, challenge_age)
+        if p is not None:
+            under[with_face] = p
     return pd.DataFrame(
         {
             "photo_id": np.array([p.photo_id for p in prepared], dtype=np.int64),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -48,6 +49,15 @@ class TrainConfig:
     seed: int = 1337
     val_frac: float = 0.1
     test_frac: float = 0.15
+    # Issue 19's levers (models/imbalance.py, models/build.py); off by default.
+    sample_weights: str = "none"  # "lds" or "under25": per-face weights on the age loss
+    under_age: float | None = None  # a second output P(age < under_age), BCE toward 13-30
+    ema: float = 0.0  # > 0: the shipped weights are this momentum's moving average (no
+    #                   early stopping: the final average, so validation picks nothing)
+
+
+SAMPLE_WEIGHTS = ("none", "lds", "under25")
+UNDER25_BANDS = {(0.0, 25.0): 2.0}  # "under25": the under-25s count twice in the age loss
 
 
 @dataclass
@@ -67,12 +77,18 @@ def use_mixed_precision() -> bool:
 def _compile(train_model, config: TrainConfig, learning_rate, head: str) -> None:
     import keras
 
-    from models.build import dex_loss, expected_age_mae
+    from models.build import UNDER_HEAD, dex_loss, expected_age_mae, under_loss
 
     optimizer = keras.optimizers.AdamW(
-        learning_rate=learning_rate, weight_decay=config.weight_decay, clipnorm=1.0
+        learning_rate=learning_rate, weight_decay=config.weight_decay, clipnorm=1.0,
+        use_ema=config.ema > 0, ema_momentum=config.ema or 0.99,
     )
-    if head == "dex":
+    if head == "dex" and config.under_age is not None:
+        mae = keras.metrics.MeanMetricWrapper(expected_age_mae, name="mae")
+        train_model.compile(optimizer=optimizer,
+                            loss={"age_probs": dex_loss(), UNDER_HEAD: under_loss},
+                            metrics={"age_probs": [mae]})
+    elif head == "dex":
         mae = keras.metrics.MeanMetricWrapper(expected_age_mae, name="mae")
         train_model.compile(optimizer=optimizer, loss=dex_loss(), metrics=[mae])
     else:
@@ -104,6 +120,66 @@ class _TimeBudget:
                     self.model.stop_training = True
 
         return TimeBudget()
+
+
+class _AgeMetricNames:
+    """A model with two outputs logs its age metric as ``age_probs_mae``; early stopping,
+    the best weights and the history all read ``mae`` / ``val_mae``, so name it so first."""
+
+    def __new__(cls):
+        import keras
+
+        class AgeMetricNames(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if logs is not None:
+                    for prefix in ("", "val_"):
+                        if f"{prefix}age_probs_mae" in logs:
+                            logs[f"{prefix}mae"] = logs[f"{prefix}age_probs_mae"]
+
+        return AgeMetricNames()
+
+
+class _AtomicBackup:
+    """Keras' BackupAndRestore, with each of its files written aside and renamed into place.
+
+    Keras writes the weights and the epoch metadata in place; a kill in the middle of the
+    metadata write leaves a cut-short JSON that --resume cannot read, and the resume is lost.
+    Here every file (the backup, its previous copy, the metadata) is whole or not there.
+    """
+
+    def __new__(cls, backup_dir: Path):
+        import json as json_mod
+
+        import keras
+
+        class AtomicBackup(keras.callbacks.BackupAndRestore):
+            def _save_model(self):
+                Path(self.backup_dir).mkdir(parents=True, exist_ok=True)
+                weights = Path(self._weights_path)
+                metadata = Path(self._training_metadata_path)
+                if weights.is_file():
+                    _copy_whole(weights, Path(self._prev_weights_path))
+                if metadata.is_file():
+                    _copy_whole(metadata, Path(self._prev_training_metadata_path))
+                aside = weights.with_name(f".{weights.name}.tmp.weights.h5")
+                self.model.save_weights(filepath=str(aside), overwrite=True)
+                _fsync_replace(aside, weights)
+                _write_whole(metadata, json_mod.dumps(
+                    {"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+
+        return AtomicBackup(str(backup_dir), delete_checkpoint=False, double_checkpoint=True)
+
+
+def _write_whole(path: Path, text: str) -> None:
+    aside = path.with_name(f".{path.name}.tmp")
+    aside.write_text(text)
+    _fsync_replace(aside, path)
+
+
+def _copy_whole(source: Path, target: Path) -> None:
+    aside = target.with_name(f".{target.name}.tmp{''.join(target.suffixes[-2:])}")
+    shutil.copyfile(source, aside)
+    _fsync_replace(aside, target)
 
 
 class _EpochRecords:
@@ -228,7 +304,7 @@ def train(
     """Train on ``frame`` (file_name, real_age, path, ...) and save the best model."""
     import keras
 
-    from models.build import build_model
+    from models.build import build_model, reestimate_batchnorm
     from models.data import face_dataset
     from models.labels import split_labels
     from models.persist import save_model
@@ -245,8 +321,12 @@ def train(
             f"{checkpoint_dir} already holds a run; pass --resume to continue it "
             "or choose another checkpoint folder"
         )
+    if config.sample_weights not in SAMPLE_WEIGHTS:
+        raise TrainingError(f"sample weights must be one of {SAMPLE_WEIGHTS}")
+    if config.head != "dex" and (config.sample_weights != "none" or config.under_age):
+        raise TrainingError("sample weights and the P(under) head need the dex head")
     if resume and config_file.is_file():
-        started = json.loads(config_file.read_text())
+        started = {**asdict(TrainConfig()), **json.loads(config_file.read_text())}
         changed = sorted(k for k in wanted if started.get(k) != wanted[k])
         if changed:
             raise TrainingError(
@@ -273,15 +353,16 @@ def train(
     )
 
     train_ds = face_dataset(
-        train_df["path"].tolist(), train_df["real_age"].tolist(), config.image_size,
-        config.batch_size, training=True, seed=config.seed,
+        train_df["path"].tolist(), training_targets(train_df["real_age"], config),
+        config.image_size, config.batch_size, training=True, seed=config.seed,
     )
     val_ds = face_dataset(
-        val_df["path"].tolist(), val_df["real_age"].tolist(), config.image_size,
-        config.batch_size,
+        val_df["path"].tolist(), training_targets(val_df["real_age"], config),
+        config.image_size, config.batch_size,
     )
     train_model, age_model = build_model(
-        config.image_size, head=config.head, backbone_weights=backbone_weights
+        config.image_size, head=config.head, backbone_weights=backbone_weights,
+        under_age=config.under_age,
     )
     parent = warm_start(age_model, init_from, config) if init_from else None
     total_steps = steps * config.epochs
@@ -308,15 +389,17 @@ def train(
     train_model.build((None, config.image_size, config.image_size, 3))
 
     callbacks = [
+        _AgeMetricNames(),
         # Before the backup: its end-of-epoch writes must come first (see _EpochRecords).
         _EpochRecords(checkpoint_dir),
-        # double_checkpoint: Keras writes the backup in place; a kill in the middle leaves a
-        # damaged file, and --resume then falls back to the epoch before.
-        keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False,
-                                         double_checkpoint=True),
-        keras.callbacks.EarlyStopping(monitor="val_mae", mode="min", patience=config.patience),
+        # Each file written aside and renamed; the previous backup kept (double_checkpoint),
+        # so a damaged one falls back to the epoch before.
+        _AtomicBackup(backup_dir),
         keras.callbacks.TerminateOnNaN(),
     ]
+    if not config.ema:  # the moving average is taken whole at the end, not the best epoch
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_mae", mode="min",
+                                                       patience=config.patience))
     if max_minutes:
         callbacks.append(_TimeBudget(max_minutes))
     started = time.monotonic()
@@ -331,8 +414,17 @@ def train(
     _adopt_legacy_best(checkpoint_dir, best)  # a finished run of the old code trains no epoch
     if best is None or not best_weights_path(checkpoint_dir, best).is_file():
         raise TrainingError("training produced no checkpoint (no epoch finished)")
-    train_model.load_weights(str(best_weights_path(checkpoint_dir, best)))
+    if config.ema:
+        # fit() ended by swapping the moving average into the weights; BatchNorm statistics
+        # belong to the last raw weights, so estimate them again for the averaged ones.
+        reestimate_batchnorm(train_model, (x for x, _ in train_ds.take(32)))
+        log("weights: the moving average of the last steps (ema "
+            f"{config.ema}); BatchNorm statistics re-estimated on 32 training batches")
+    else:
+        train_model.load_weights(str(best_weights_path(checkpoint_dir, best)))
     metrics, calibration = _final_metrics(age_model, val_df, test_df, config)
+    if config.ema and len(history):
+        metrics["val_mae_raw_last_epoch"] = round(float(history["val_mae"].iloc[-1]), 3)
     log(f"best validation MAE {metrics['val_mae']:.2f} years; test MAE {metrics['test_mae']}")
     crop = calibrate_crops(train_df, config.seed, log=log)
     card = {
@@ -351,7 +443,8 @@ def train(
                                    "contract), half cropped +-10 % inside the file; 1/5 "
                                    "softened; brightness, contrast, saturation, 10% grayscale",
                    "backbone_init": str(backbone_weights) if backbone_weights else "random",
-                   "init_from": parent},
+                   "init_from": parent,
+                   "levers": _levers(config)},
         "training": {"epochs_run": int(len(history)), "wall_seconds_last_session": round(wall),
                      "samples_seen": int(len(history)) * steps * config.batch_size
                      + int((parent or {}).get("samples_seen") or 0),
@@ -366,6 +459,45 @@ def train(
     save_model(age_model, out_path, card)
     _plot_curves(history, checkpoint_dir / "learning_curves.png")
     return TrainResult(Path(out_path), history, metrics)
+
+
+def training_targets(ages: pd.Series, config: TrainConfig) -> Any:
+    """What the losses compare the outputs with, each target with its per-face weight
+    (models/build.py): the ages alone without levers; ``[age, weight]`` with
+    ``sample_weights`` "lds" or "under25"; with the P(under) head, a dict with its
+    ``[is_under, weight]`` beside, weighted toward the ages either side of the line
+    (models/imbalance.py)."""
+    from models.build import UNDER_HEAD
+    from models.imbalance import band_weights, lds_weights
+
+    ages = ages.to_numpy(np.float32)
+    if config.sample_weights == "none" and config.under_age is None:
+        return ages
+    weight = {"lds": lds_weights, "under25": lambda a: band_weights(a, UNDER25_BANDS),
+              "none": np.ones_like}[config.sample_weights](ages)
+    age_target = np.stack([ages, weight], axis=1)
+    if config.under_age is None:
+        return age_target
+    under = (ages < config.under_age).astype(np.float32)
+    return {"age_probs": age_target,
+            UNDER_HEAD: np.stack([under, band_weights(ages)], axis=1)}
+
+
+def _levers(config: TrainConfig) -> dict[str, Any]:
+    """The card's plain-words record of which of issue 19's levers this run used."""
+    from models.imbalance import DECISION_BANDS
+
+    return {
+        "sample_weights": {"none": "none", "lds": "label-distribution smoothing (Gaussian "
+                           "sigma 2 y, inverse square root, capped at 5x)",
+                           "under25": "faces under 25 weigh 2x in the age loss"
+                           }[config.sample_weights],
+        "under_head": None if config.under_age is None else {
+            "age": config.under_age, "loss": "binary cross-entropy",
+            "weights": {f"{lo:g}-{hi:g}": w for (lo, hi), w in DECISION_BANDS.items()}},
+        "weight_average": (f"EMA of the weights, momentum {config.ema}, BatchNorm "
+                           "re-estimated" if config.ema else "none (best epoch)"),
+    }
 
 
 CALIBRATION_FACES = 400
@@ -412,19 +544,29 @@ def warm_start(age_model, init_from: Path, config: TrainConfig) -> dict[str, Any
     Checkpoints live outside git and may be gone; the committed model is not. Starting from
     it (with a fresh optimizer and schedule) is how training continues across machines.
     Returns the parent's identity for the new card.
+    The network is fully convolutional, so a model trained at one size starts a run at
+    another (progressive resizing; BatchNorm statistics adapt as the run trains). A head the
+    parent lacks (the P(under) head) starts from random weights; every other layer must be
+    there with the same shapes.
     """
     from models.persist import load_model
 
     parent = load_model(init_from)
-    layers = {layer.name for layer in parent.keras_model.layers}
-    parent_head = "dex" if "age_probs" in layers else "regression"
-    if parent.image_size != config.image_size or parent_head != config.head:
+    theirs = {layer.name: layer for layer in parent.keras_model.layers}
+    parent_head = "dex" if "age_probs" in theirs else "regression"
+    if parent_head != config.head:
         raise TrainingError(
-            f"cannot start from {init_from}: it is a {parent_head} model at "
-            f"{parent.image_size} px, this run asks for {config.head} at {config.image_size} px"
+            f"cannot start from {init_from}: it is a {parent_head} model, this run asks for "
+            f"{config.head}"
         )
-    age_model.set_weights(parent.keras_model.get_weights())
-    return {"path": str(init_from), "version": parent.version,
+    from models.build import UNDER_HEAD
+
+    for layer in age_model.layers:
+        if layer.name in theirs:
+            layer.set_weights(theirs[layer.name].get_weights())
+        elif layer.weights and layer.name != UNDER_HEAD:
+            raise TrainingError(f"cannot start from {init_from}: it has no layer {layer.name}")
+    return {"path": str(init_from), "version": parent.version, "image_size": parent.image_size,
             "samples_seen": samples_seen(parent.card)}
 
 
@@ -448,31 +590,37 @@ def _final_metrics(age_model, val_df, test_df, config: TrainConfig
         calibration_error,
         flag_rates,
         p_under,
+        with_logit_temperature,
         with_temperature,
     )
     from models.persist import AgeModel
-    from models.predict import predict_files_distribution
+    from models.predict import predict_files_all
 
-    model = AgeModel(age_model, mirror=MIRROR_AVERAGE)  # as the card will say
+    model = AgeModel(age_model, mirror=MIRROR_AVERAGE)  # as the card will say; T = 1
     out: dict[str, Any] = {}
     probs: dict[str, np.ndarray | None] = {}
+    heads: dict[str, np.ndarray | None] = {}
     for name, df in (("val", val_df), ("test", test_df)):
         if len(df) == 0:
             out[f"{name}_mae"] = None
             continue
-        pred, probs[name] = predict_files_distribution(model, df["path"].tolist(),
-                                                       batch_size=config.batch_size)
+        pred, probs[name], heads[name] = predict_files_all(model, df["path"].tolist(),
+                                                           batch_size=config.batch_size)
         out[f"{name}_mae"] = round(float(np.mean(np.abs(pred - df["real_age"].to_numpy()))), 3)
         out[f"{name}_n"] = len(df)
         if name == "val":
             out["by_band"] = _bands(df["real_age"], pred)
     if probs.get("val") is None:
         return out, None
-    calibration = calibrate_card(probs["val"], val_df["real_age"].to_numpy(float))
+    calibration = calibrate_card(probs["val"], val_df["real_age"].to_numpy(float),
+                                 under_head=heads.get("val"))
     if probs.get("test") is not None:
         ages = test_df["real_age"].to_numpy(float)
-        p = p_under(with_temperature(probs["test"], calibration["temperature"]),
-                    calibration["challenge_age"])
+        if calibration["source"] == "under_head":
+            p = with_logit_temperature(heads["test"], calibration["under_head"]["temperature"])
+        else:
+            p = p_under(with_temperature(probs["test"], calibration["temperature"]),
+                        calibration["challenge_age"])
         calibration["test"] = {
             "n": len(ages),
             "calibration_error": round(calibration_error(p, ages < calibration["challenge_age"]),
