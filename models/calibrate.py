@@ -206,6 +206,8 @@ def calibrate_card(probs_val: np.ndarray, ages_val: np.ndarray, age: float = 25.
         "calibration_error": round(calibration_error(p, outcome), 4),
         "calibration_error_uncalibrated": round(calibration_error(raw, outcome), 4),
         "flag_probability": point,
+        "rule": f"the cut that flags the most real 13-17 year olds while flagging at most "
+                f"{MAX_ADULT_FLAG_RATE:.0%} of real 30+",
         "max_adult_flag_rate": MAX_ADULT_FLAG_RATE,
         "flag_rates_at_operating_point": flag_rates(p, ages_val, point),
         "source": "distribution",

@@ -40,9 +40,12 @@ def lds_weights(ages: np.ndarray, sigma: float = 2.0, max_age: int = 100,
     kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
     density = np.convolve(np.pad(counts, radius, mode="edge"), kernel / kernel.sum(), "valid")
     weights = 1.0 / np.sqrt(np.maximum(density[years], 1e-6))
-    weights /= weights.mean()
-    weights = np.minimum(weights, max_weight)
-    return (weights / weights.mean()).astype(np.float32)
+    for _ in range(20):  # cap, renormalise, until the cap holds after renormalising
+        weights = weights / weights.mean()
+        if weights.max() <= max_weight * (1 + 1e-6):
+            break
+        weights = np.minimum(weights, max_weight)
+    return weights.astype(np.float32)
 
 
 def band_weights(ages: np.ndarray,

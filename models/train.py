@@ -614,6 +614,9 @@ def _final_metrics(age_model, val_df, test_df, config: TrainConfig
         return out, None
     calibration = calibrate_card(probs["val"], val_df["real_age"].to_numpy(float),
                                  under_head=heads.get("val"))
+    # With the weight average the run ships its last weights: validation chose nothing, so
+    # the operating point fitted on it is out of sample.
+    calibration["validation_used_for_early_stopping"] = not config.ema
     if probs.get("test") is not None:
         ages = test_df["real_age"].to_numpy(float)
         if calibration["source"] == "under_head":

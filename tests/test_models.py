@@ -337,8 +337,9 @@ def test_resume_survives_a_backup_damaged_mid_write(tmp_path):
     assert out.is_file()
 
 
-def test_warm_start_copies_a_saved_model_and_refuses_another_shape(tiny_models, tmp_path):
-    """--init-from: continue a committed model when its checkpoints are gone."""
+def test_warm_start_copies_a_saved_model_and_refuses_another_head(tiny_models, tmp_path):
+    """--init-from: continue a committed model when its checkpoints are gone, at its size
+    or another one (progressive resizing: the network is fully convolutional)."""
     from models.build import build_model
     from models.persist import save_model
     from models.train import TrainConfig, TrainingError, warm_start
@@ -351,11 +352,14 @@ def test_warm_start_copies_a_saved_model_and_refuses_another_shape(tiny_models, 
     faces = np.random.default_rng(3).uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
     assert not np.allclose(child(faces), parent(faces))
     lineage = warm_start(child, path, TrainConfig(image_size=SIZE, head="dex"))
-    assert lineage == {"path": str(path), "version": "p1", "samples_seen": 3 * 5 * 8}
+    assert lineage == {"path": str(path), "version": "p1", "image_size": SIZE,
+                       "samples_seen": 3 * 5 * 8}
     np.testing.assert_allclose(child(faces), parent(faces), atol=0.05)  # float16 storage
-    with pytest.raises(TrainingError, match="dex model at 32 px"):
-        warm_start(child, path, TrainConfig(image_size=48, head="dex"))
-    with pytest.raises(TrainingError, match="regression at 32"):
+    _, larger = build_model(48, head="dex")
+    warm_start(larger, path, TrainConfig(image_size=48, head="dex"))
+    for mine, theirs in zip(larger.get_weights(), parent.get_weights()):
+        np.testing.assert_allclose(mine, theirs, atol=2e-3 * max(1.0, np.abs(theirs).max()))
+    with pytest.raises(TrainingError, match="dex model, this run asks for regression"):
         warm_start(child, path, TrainConfig(image_size=SIZE, head="regression"))
 
 
