@@ -116,6 +116,8 @@ def command(settings: Settings, labels: Path, images: Path, split: str, threshol
     if under is not None:
         metrics.update(probability_metrics(under, frame["real_age"].to_numpy(float),
                                            threshold, point))
+        metrics["p_under_source"] = "under_head" if model.reads_head(threshold) \
+            else "distribution"
     if plot:
         plot_evaluation(frame, plot)
     if calibration_plot:

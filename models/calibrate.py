@@ -262,6 +262,8 @@ def format_probability_report(metrics: dict[str, Any], age: float) -> str:
         f"{pct(metrics['flagged_25_29'])}, 30+ {pct(metrics['flagged_30_plus'])}",
         "trade-off:      p   13-17   25-29     30+",
     ]
+    if metrics.get("p_under_source") == "under_head":
+        lines.insert(0, f"P(age < {age:g}) from the model's own P(under) head")
     for row in metrics["trade_off"]:
         mark = "  <- near the operating point" if abs(
             row["p"] - metrics["flag_probability"]) < 0.05 else ""

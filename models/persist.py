@@ -118,10 +118,14 @@ class AgeModel:
         card chose it for this age, else the calibrated distribution; None without either."""
         from models.calibrate import p_under
 
-        if head is not None and self.under_source == "under_head" \
-                and self.under_head_age == age:
+        if head is not None and self.reads_head(age):
             return head.astype(np.float64)
         return None if probs is None else p_under(probs, age)
+
+    def reads_head(self, age: float) -> bool:
+        """Whether P(age < `age`) comes from the P(under) head (the card chose it, for
+        this age) rather than from the age distribution."""
+        return self.under_source == "under_head" and self.under_head_age == age
 
     def predict_all(self, faces: np.ndarray, batch_size: int = 32
                     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:

@@ -177,7 +177,12 @@ def on_epoch_end(self, epoch, logs=None):
         die()
 keras.callbacks.BackupAndRestore.on_epoch_end = on_epoch_end
 replace = t._fsync_replace
+metadata_writes = []
 def fsync_replace(aside, path):
+    if where == "in-metadata" and path.name == "training_metadata.json":
+        metadata_writes.append(path)
+        if len(metadata_writes) > at:
+            die()  # the epoch's metadata is written aside, not yet renamed into place
     replace(aside, path)
     if where == "after-best" and path.name.startswith("best-e") and t._best_epoch(path) >= at:
         die()  # new best weights on disk, the history row not yet
@@ -264,6 +269,26 @@ def test_resume_is_consistent_after_a_kill_between_best_and_history(tmp_path):
                                         "0.01"), env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     _assert_consistent(ckpt)
+    assert out.is_file()
+
+
+@pytest.mark.slow
+def test_resume_survives_a_kill_in_the_middle_of_the_backup_metadata(tmp_path):
+    """Keras wrote the backup's epoch metadata in place: a kill mid-write left a cut-short
+    JSON and --resume failed on it. Now it is written aside and renamed: the kill leaves the
+    last whole metadata (2 epochs done), and the run resumes from there."""
+    csv = write_labelled_faces(tmp_path / "faces", n=64)
+    out, ckpt = tmp_path / "m.ageseg", tmp_path / "ckpt"
+    _killed_train(csv, out, ckpt, "in-metadata", at=2)
+    backup = ckpt / "backup"
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 2
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    resumed = subprocess.run(_train_cmd(csv, out, ckpt, 40, "--resume", "--max-minutes",
+                                        "0.01"), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Epoch 3/40" in resumed.stdout
+    _assert_consistent(ckpt)
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 3
     assert out.is_file()
 
 
