@@ -54,10 +54,10 @@ def main() -> int:
                         "--images", str(images), "--out", str(model), *args.train],
                        check=True, env=env, cwd=ROOT)
         print(f"training took {time.time() - started:.0f}s")
-    cmd = [sys.executable, "-m", "jobs", "evaluate", "--labels", str(labels), "--images",
-           str(images), "--split", args.split, "--json"]
-    if model:
-        cmd += ["--model", str(model)]
+    # --model is the group's option: it comes before the command.
+    cmd = [sys.executable, "-m", "jobs", *(["--model", str(model)] if model else []),
+           "evaluate", "--labels", str(labels), "--images", str(images), "--split",
+           args.split, "--json"]
     started = time.time()
     out = subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True, text=True)
     metrics = json.loads(out.stdout.strip().splitlines()[-1])
