@@ -32,7 +32,16 @@ pass_settings = click.make_pass_decorator(Settings)
 @click.group(context_settings={"auto_envvar_prefix": "AGESEG",
                                 "help_option_names": ["-h", "--help"]})
 @click.option("--db-url", default=DEFAULT_DB_URL, show_default=True,
-              help="SQLAlchemy URL of the shop database (env AGESEG_DB_URL).")
+              help="SQLAlchemy URL of the job's own database: runs, quarantine and the "
+              "published mkt_* tables are written here; the till data is read from here too "
+              "unless --source-url names another (env AGESEG_DB_URL).")
+@click.option("--source-url", default=None,
+              help="SQLAlchemy URL of the till data (stores, products, receipts, "
+              "receipt_lines, checkout_photos), opened read-only; nothing is written there "
+              "(env AGESEG_SOURCE_URL; default: --db-url).")
+@click.option("--source-schema", default=None,
+              help="PostgreSQL schema(s) of the till tables or views, as search_path: "
+              "'till' or 'till,public' (env AGESEG_SOURCE_SCHEMA; default: the server's).")
 @click.option("--photo-root", type=click.Path(path_type=Path), default=DEFAULT_PHOTO_ROOT,
               show_default=True, help="Folder that checkout photo paths are relative to.")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
@@ -102,6 +111,7 @@ def _register() -> None:
 
 COMMAND_MODULES = [
     "init_db",
+    "check_source",
     "nightly",
     "rescore",
     "demo",
@@ -110,6 +120,7 @@ COMMAND_MODULES = [
     "evaluate",
     "report",
     "publish",
+    "runs",
 ]
 
 _register()
