@@ -176,15 +176,22 @@ def start_run(engine: sa.Engine, run_id: str, job: str, day: dt.date, model_vers
     `holder` names the run lock it runs under (host and lock file, jobs/lock.py): kept in
     `counts` while it runs, so that the next run under that lock can tell its killed
     predecessors from runs elsewhere (`mark_interrupted`).
-    Runs of the same day still marked 'running' were killed (the caller holds the run lock),
-    so they become 'abandoned'. Safe to retry: a second call for the same run id is a no-op.
+    Runs of the same day still marked 'running' under the same lock (or recorded without
+    one) were killed (the caller holds the run lock), so they become 'abandoned'; those of
+    another lock may be alive. Safe to retry: a second call for the same run id is a no-op.
     """
     with engine.begin() as conn:
-        conn.execute(
-            sa.update(Run)
-            .where(Run.day == day, Run.status == "running", Run.run_id != run_id)
-            .values(status="abandoned", finished_at=_utcnow())
-        )
+        same_day = conn.execute(
+            sa.select(Run.run_id, Run.counts)
+            .where(Run.day == day, Run.status == "running", Run.run_id != run_id)).all()
+        dead = [other for other, counts in same_day
+                if _json_object(counts).get("holder", holder) == holder]
+        if dead:
+            conn.execute(
+                sa.update(Run)
+                .where(Run.run_id.in_(dead), Run.status == "running")
+                .values(status="abandoned", finished_at=_utcnow())
+            )
         if conn.execute(sa.select(Run.run_id).where(Run.run_id == run_id)).first():
             return
         conn.execute(
