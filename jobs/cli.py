@@ -13,6 +13,7 @@ import click
 # still show; set TF_CPP_MIN_LOG_LEVEL=0 to see everything.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from jobs import quiet_tf
 from jobs.settings import (
     DEFAULT_AGE_BINS,
     DEFAULT_CHALLENGE_AGE,
@@ -25,6 +26,8 @@ from jobs.settings import (
     DETECTORS,
     Settings,
 )
+
+quiet_tf.install()  # the two start-up lines that TF_CPP_MIN_LOG_LEVEL cannot silence
 
 pass_settings = click.make_pass_decorator(Settings)
 
