@@ -257,3 +257,12 @@ def test_source_schema_needs_postgresql_and_a_plain_name(sqlite_url, tmp_path):
         assert result.exit_code == 2 and why in result.output, result.output
     ok = CliRunner().invoke(cli, ["--db-url", sqlite_url, "check-source"])
     assert ok.exit_code == 0, ok.output
+
+
+def test_unreachable_source_is_exit_69_without_its_password(tmp_path):
+    url = "postgresql+psycopg://ro:s3cret-till-pw@127.0.0.1:1/pos"
+    result = CliRunner().invoke(cli, ["--db-url", f"sqlite:///{tmp_path / 'job.db'}",
+                                      "--source-url", url, "check-source"])
+    assert result.exit_code == 69, result.output
+    assert "source unavailable (postgresql+psycopg://ro:***@127.0.0.1:1/pos)" in result.output
+    assert "s3cret-till-pw" not in result.output
