@@ -258,7 +258,7 @@ def _preflight(settings: Settings, engine, days, *, allow_empty: bool,
     source = source or engine
     with_retries(lambda: ping(engine))
     missing = with_retries(lambda: queries.missing_tables(
-        engine, shop=not settings.separate_source))
+        engine, shop=not settings.job_tables_only))
     if missing:
         raise JobFailed(f"database {redact_url(settings.db_url)} lacks the tables "
                         f"{', '.join(missing)}: create them with `ageseg init-db`")

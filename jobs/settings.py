@@ -53,3 +53,9 @@ class Settings:
     def separate_source(self) -> bool:
         """True when the till data lives in another database than the job's own tables."""
         return self.source != self.db_url
+
+    @property
+    def job_tables_only(self) -> bool:
+        """True when --db-url holds only the job's own tables (runs, quarantine, mkt_*): the
+        till data is in another database, or in a schema of its own (views, say)."""
+        return self.separate_source or bool(self.source_schema)
