@@ -284,7 +284,6 @@ def _preflight(settings: Settings, engine, days, *, allow_empty: bool,
 
 def _mark_interrupted(settings: Settings, engine) -> None:
     """Runs left 'running' under this lock were killed (we hold it now): say so in `runs`."""
-    from jobs.lock import lock_holder
     from sql import queries
     from sql.engine import with_retries
 

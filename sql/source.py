@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from sql.engine import describe_error
+from sql.engine import describe_error, is_transient
 
 # Kinds of column the job's queries rely on, and what each accepts.
 INTEGER, NUMBER, TEXT, BOOLEAN, TIMESTAMP = ("integer", "number", "text", "boolean",
@@ -55,8 +55,8 @@ def source_problems(engine: sa.Engine, search_path: Sequence[str] = ()) -> list[
     source, one phrase each; empty when the job can read everything it needs.
 
     Tables are looked up as the job's queries will find them: in `search_path` order (the
-    connection's own default schema when empty). Ends with a zero-row SELECT of the needed
-    columns from each table, so missing privileges show up here too.
+    connection's own default schema when empty). Missing SELECT privileges on the needed
+    columns show up here too.
     """
     inspector = sa.inspect(engine)
     schemas: Sequence[str | None] = list(search_path) or [None]
@@ -76,7 +76,7 @@ def source_problems(engine: sa.Engine, search_path: Sequence[str] = ()) -> list[
                 problems.append(f"{table}.{name} is {_type_name(columns[name], engine)}, "
                                 f"needs {KIND_HELP[kind]}")
         if not missing:
-            problems.extend(_unreadable(engine, table, wanted))
+            problems.extend(_unreadable(engine, table, schema, wanted))
     return problems
 
 
@@ -119,16 +119,34 @@ def _type_name(column_type: sa.types.TypeEngine, engine: sa.Engine) -> str:
         return type(column_type).__name__.lower()
 
 
-def _unreadable(engine: sa.Engine, table: str, wanted: dict[str, str]) -> list[str]:
-    """The table's needed columns, read for zero rows: permission denied and broken views
-    (a view over a dropped table) are found now rather than in the night."""
+def _unreadable(engine: sa.Engine, table: str, schema: str | None,
+                wanted: dict[str, str]) -> list[str]:
+    """Whether the needed columns can be read: on PostgreSQL asked of the catalog (a probe
+    SELECT would wait behind any lock on a busy till table), elsewhere by reading zero rows,
+    which also finds a view over a table that is gone (SQLite allows those)."""
+    if engine.dialect.name == "postgresql":
+        return _denied_columns(engine, table, schema, wanted)
     select = sa.select(*(sa.column(name) for name in wanted)).select_from(
         sa.table(table)).where(sa.false())
     try:
         with engine.connect() as conn:
             conn.execute(select).all()
     except sa.exc.DBAPIError as exc:
-        if exc.connection_invalidated:
+        if is_transient(exc):  # the connection, not the table: with_retries' business
             raise
         return [f"{table} cannot be read: {describe_error(exc)}"]
     return []
+
+
+def _denied_columns(engine: sa.Engine, table: str, schema: str | None,
+                    wanted: dict[str, str]) -> list[str]:
+    quote = engine.dialect.identifier_preparer
+    name = quote.quote(table) if schema is None else \
+        f"{quote.quote_schema(schema)}.{quote.quote(table)}"
+    query = sa.text("SELECT has_column_privilege(CAST(:rel AS regclass), :col, 'SELECT')")
+    with engine.connect() as conn:
+        denied = [col for col in wanted
+                  if not conn.execute(query, {"rel": name, "col": col}).scalar()]
+    if not denied:
+        return []
+    return [f"{table} cannot be read: permission denied (no SELECT on {', '.join(denied)})"]

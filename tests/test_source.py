@@ -230,6 +230,14 @@ def test_check_source_names_every_problem_in_one_line_before_tensorflow(
     good = _cli(["--source-url", ro_url, "--source-schema", "till", "check-source"])
     assert good["exit_code"] == 0 and "has every table and column" in good["output"]
     assert not good["tensorflow"]
+    role = sa.engine.make_url(ro_url).username
+    admin = sa.create_engine(shop_url)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'REVOKE SELECT ON till.stores FROM "{role}"')
+    admin.dispose()
+    denied = _cli(["--source-url", ro_url, "--source-schema", "till", "check-source"])
+    assert denied["exit_code"] == 78 and "stores cannot be read: " in denied["output"]
+    assert "permission denied" in denied["output"]
 
     opts = ["--db-url", f"sqlite:///{tmp_path / 'job.db'}", "--source-url", shop_url,
             "--source-schema", "bad"]
