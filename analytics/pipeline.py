@@ -59,6 +59,7 @@ class NightlyConfig:
     compliance_retention_days: int = 90
     today: dt.date | None = None  # retention counts back from here; None: the clock's
     flag_probability: float | None = None  # None: the model card's operating point
+    holder: str = ""  # the run lock the run holds (jobs/lock.py), recorded on its runs row
 
     def day_options(self) -> DayOptions:
         return DayOptions(self.output_root, self.restricted_root, self.min_cell,
@@ -86,23 +87,29 @@ def run_nightly(
     run_id: str,
     job: str = "nightly",
     on_batch: Callable[[int], None] | None = None,
+    source: sa.Engine | None = None,
 ) -> RunSummary:
-    """Score one day and replace that day's outputs; returns what happened, for the log."""
+    """Score one day and replace that day's outputs; returns what happened, for the log.
+
+    The day's photos and purchases are read from `source` (the till, read-only; default:
+    `engine`); the run's records go to `engine`, the job's own database."""
     started = time.monotonic()
-    with recorded_run(engine, run_id, job, day, model.version):
-        photos = with_retries(lambda: queries.photos_for_day(engine, day))
+    source = source or engine
+    with recorded_run(engine, run_id, job, day, model.version, holder=config.holder):
+        photos = with_retries(lambda: queries.photos_for_day(source, day))
         scores = estimate_ages(photos, model, detector, config, on_batch)
         return write_scored_day(engine, day, photos, scores, config, model_version=model.version,
-                                card=model.card, run_id=run_id, started=started)
+                                card=model.card, run_id=run_id, started=started, source=source)
 
 
 @contextlib.contextmanager
 def recorded_run(
     engine: sa.Engine, run_id: str, job: str, day: dt.date, model_version: str,
+    holder: str = "",
 ) -> Iterator[None]:
     """A `runs` row for the block: 'running' now, 'failed' if the block raises (the block
     itself records 'ok'), so a crash or a kill still leaves a row to find."""
-    with_retries(lambda: queries.start_run(engine, run_id, job, day, model_version))
+    with_retries(lambda: queries.start_run(engine, run_id, job, day, model_version, holder))
     try:
         yield
     except BaseException as exc:
@@ -121,17 +128,18 @@ def write_scored_day(
     card: Mapping[str, object],
     run_id: str,
     started: float,
+    source: sa.Engine | None = None,
 ) -> RunSummary:
     """The day's photos and their scores (one row per photo, in the photos' order) become the
     day's tables, written together; then quarantine, retention, marker and the run's 'ok'.
 
     Every engine that scores photos (this process, Ray) ends here, so their outputs cannot
-    drift apart.
+    drift apart. Purchases are read from `source` (default: `engine`), records go to `engine`.
     """
     check_photos_found(scores, day, config.photo_root)
     estimates = receipt_estimates(photos, scores, config.bins)
     options = config.day_options()
-    tables = build_day_tables(engine, day, estimates, card, options)
+    tables = build_day_tables(source or engine, day, estimates, card, options)
 
     meta = {"run_id": run_id, "day": day.isoformat(), **run_settings(config, model_version)}
     summary = RunSummary(run_id, day)

@@ -13,6 +13,7 @@ import click
 # still show; set TF_CPP_MIN_LOG_LEVEL=0 to see everything.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from jobs import quiet_tf
 from jobs.settings import (
     DEFAULT_AGE_BINS,
     DEFAULT_CHALLENGE_AGE,
@@ -26,13 +27,24 @@ from jobs.settings import (
     Settings,
 )
 
+quiet_tf.install()  # the two start-up lines that TF_CPP_MIN_LOG_LEVEL cannot silence
+
 pass_settings = click.make_pass_decorator(Settings)
 
 
 @click.group(context_settings={"auto_envvar_prefix": "AGESEG",
                                 "help_option_names": ["-h", "--help"]})
 @click.option("--db-url", default=DEFAULT_DB_URL, show_default=True,
-              help="SQLAlchemy URL of the shop database (env AGESEG_DB_URL).")
+              help="SQLAlchemy URL of the job's own database: runs, quarantine and the "
+              "published mkt_* tables are written here; the till data is read from here too "
+              "unless --source-url names another (env AGESEG_DB_URL).")
+@click.option("--source-url", default=None,
+              help="SQLAlchemy URL of the till data (stores, products, receipts, "
+              "receipt_lines, checkout_photos), opened read-only; nothing is written there "
+              "(env AGESEG_SOURCE_URL; default: --db-url).")
+@click.option("--source-schema", default=None,
+              help="PostgreSQL schema(s) of the till tables or views, as search_path: "
+              "'till' or 'till,public' (env AGESEG_SOURCE_SCHEMA; default: the server's).")
 @click.option("--photo-root", type=click.Path(path_type=Path), default=DEFAULT_PHOTO_ROOT,
               show_default=True, help="Folder that checkout photo paths are relative to.")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
@@ -102,6 +114,7 @@ def _register() -> None:
 
 COMMAND_MODULES = [
     "init_db",
+    "check_source",
     "nightly",
     "rescore",
     "demo",
@@ -110,6 +123,7 @@ COMMAND_MODULES = [
     "evaluate",
     "report",
     "publish",
+    "runs",
 ]
 
 _register()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import os
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,6 +45,14 @@ def run_lock(lock_dir: Path, name: str = "ageseg", *, what: str = "") -> Iterato
         yield path
     finally:
         os.close(fd)  # releases the flock; the text stays for operators to read
+
+
+def lock_holder(lock_dir: Path, name: str = "ageseg") -> str:
+    """Who runs under this lock, as recorded on each `runs` row: host and lock file.
+
+    The lock is a file lock on one machine, so a killed driver's rows can be told from those
+    of runs under other locks (another machine, another --lock-dir) that may be alive."""
+    return f"{socket.gethostname()}:{(Path(lock_dir) / f'{name}.lock').resolve()}"
 
 
 def _acquire(path: Path) -> int:

@@ -25,6 +25,7 @@ def command(settings: Settings, day: dt.datetime | None, dry_run: bool,
     65 the day has no receipts and no photos (see --allow-empty),
     66 none of the day's photo files exists under --photo-root,
     69 database unavailable, 73 output not writable, 75 another run holds the lock,
+    78 the source lacks tables, columns or types the job reads (see check-source),
     143 stopped by SIGTERM.
 
     \b

@@ -87,10 +87,13 @@ def rescore_on_ray(
     force: bool = False,
     on_skip: Callable[[dt.date, str], object] | None = None,
     scorer: type = PhotoScorer,
+    source: sa.Engine | None = None,
 ) -> Iterator[RunSummary]:
     """Score `days` on Ray and write them in date order; yield each day's summary once it is
     written. Days this model version already wrote with these settings are skipped unless
-    `force`. `scorer` stands in for PhotoScorer in the bench (scoring stubbed out)."""
+    `force`. `scorer` stands in for PhotoScorer in the bench (scoring stubbed out). Photos
+    and purchases are read from `source` (default: `engine`); records go to `engine`."""
+    source = source or engine
     card = _checked_card(settings)
     version = str(card.get("version", "unversioned"))
     todo = []
@@ -105,11 +108,11 @@ def rescore_on_ray(
     with connect(options.address):
         workers = options.workers or _default_workers(options.gpus_per_worker)
         log.info("%s on Ray: %d day(s), %d worker(s)", job, len(todo), workers)
-        for chunk in _day_chunks(engine, todo, options.chunk_photos):
+        for chunk in _day_chunks(source, todo, options.chunk_photos):
             for day, photos, scores, started in _scored_days(
                     chunk, settings, workers, options.gpus_per_worker, scorer):
                 yield _write_day(engine, day, photos, scores, config, version, card, job,
-                                 started)
+                                 started, source)
 
 
 @contextlib.contextmanager
@@ -246,6 +249,7 @@ def _batches(photos: pd.DataFrame, size: int) -> Iterator[tuple[list[int], list[
 def _write_day(
     engine: sa.Engine, day: dt.date, photos: pd.DataFrame, scores: pd.DataFrame,
     config: NightlyConfig, version: str, card: dict, job: str, started: float,
+    source: sa.Engine,
 ) -> RunSummary:
     scores = scores.drop_duplicates("photo_id")  # a retried batch must never count twice
     if set(scores["photo_id"]) != set(photos["photo_id"]):
@@ -254,9 +258,9 @@ def _write_day(
     # One row per photo in the photos' order, as nightly's scorer returns them.
     scores = photos[["photo_id"]].merge(scores, on="photo_id", how="left")[list(scores.columns)]
     run_id = new_run_id(day)
-    with recorded_run(engine, run_id, job, day, version):
+    with recorded_run(engine, run_id, job, day, version, holder=config.holder):
         summary = write_scored_day(engine, day, photos, scores, config, model_version=version,
-                                   card=card, run_id=run_id, started=started)
+                                   card=card, run_id=run_id, started=started, source=source)
     log.info("%s %s: %d photos written (run %s)", job, day, len(photos), run_id)
     return summary
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from jobs.lock import EXIT_LOCKED, AlreadyRunning, LockError, run_lock
+from jobs.lock import EXIT_LOCKED, AlreadyRunning, LockError, lock_holder, run_lock
 from jobs.settings import DEFAULT_DB_URL, DEFAULT_PHOTO_ROOT, Settings
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ EXIT_EMPTY_DAY = 65  # EX_DATAERR: no receipts and no photos; the day was never 
 EXIT_NO_PHOTOS = 66  # EX_NOINPUT
 EXIT_DB_UNAVAILABLE = 69  # EX_UNAVAILABLE
 EXIT_CANT_WRITE = 73  # EX_CANTCREAT
+EXIT_CONFIG = 78  # EX_CONFIG: the source lacks tables, columns or types the job reads
 EXIT_TERMINATED = 128 + signal.SIGTERM  # what a shell reports for a process killed by SIGTERM
 
 
@@ -69,10 +70,11 @@ def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: 
     photos are scored on Ray (jobs/ray_engine.py) and written here, day by day, the same way.
 
     Cheap checks come before expensive work, each with its own exit code, in this order:
-    age bins and the database URL (2), the model file and card (1), a SQLite file that does
+    age bins and the database URLs (2), the model file and card (1), a SQLite file that does
     not exist (2), the photo root (1), the lock (75), the database and its tables (69, 1),
-    the output roots (73), a day with no receipts and no photos (65), a day whose photos
-    are not under the photo root (66).
+    the source and every table, column and type the job reads from it (69, 78; the same
+    check as `ageseg check-source`), the output roots (73), a day with no receipts and no
+    photos (65), a day whose photos are not under the photo root (66).
     All of them come before TensorFlow and the model load, and --dry-run runs them too:
     an operator learns in seconds, not after an hour of scoring, that the night cannot work.
     """
@@ -80,6 +82,7 @@ def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: 
 
     from analytics.parquet import OutputError, PartitionUnreadable
     from analytics.pipeline import PhotosUnavailable
+    from jobs.check_source import source_engine
     from sql.engine import (
         DatabaseUnavailable,
         DatabaseUrlError,
@@ -96,20 +99,24 @@ def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: 
     # Nothing below creates a file until these pass (not the lock, not an empty SQLite file).
     model_path, card = check_model(settings)
     check_sqlite_file(settings.db_url)
+    source = source_engine(settings)  # read-only: nothing is ever written through it
     check_photo_root(settings)
     what = f"{job} {days[0]}" + (f"..{days[-1]}" if len(days) > 1 else "")
     try:
         if dry_run:
-            _preflight(settings, engine, days, allow_empty=allow_empty, writing=False)
-            _dry_run(settings, engine, days, model_path, card)
+            _preflight(settings, engine, days, allow_empty=allow_empty, writing=False,
+                       source=source)
+            _dry_run(settings, source, days, model_path, card)
             return
         with _sigterm_as_exception(), run_lock(settings.lock_dir, what=what):
-            _preflight(settings, engine, days, allow_empty=allow_empty)
+            _preflight(settings, engine, days, allow_empty=allow_empty, source=source)
+            _mark_interrupted(settings, engine)
             if ray is not None:
                 from jobs.ray_engine import rescore_on_ray
 
                 for summary in rescore_on_ray(settings, engine, days, nightly_config(
-                        settings, bins), ray, job=job, force=force, on_skip=_print_skip):
+                        settings, bins), ray, job=job, force=force, on_skip=_print_skip,
+                        source=source):
                     _print_summary(summary)
                 return
             model, detector = load_scoring(settings)
@@ -117,7 +124,8 @@ def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: 
                 if not force and _is_current(settings, day, model.version, bins):
                     _print_skip(day, model.version)
                     continue
-                summary = _run_one(settings, engine, day, model, detector, bins, job)
+                summary = _run_one(settings, engine, day, model, detector, bins, job,
+                                   source=source)
                 _print_summary(summary)
     except AlreadyRunning as exc:
         raise JobFailed(str(exc), EXIT_LOCKED) from exc
@@ -142,6 +150,7 @@ def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: 
         raise JobFailed(str(exc), EXIT_TERMINATED) from exc
     finally:
         engine.dispose()
+        source.dispose()
 
 
 class Terminated(BaseException):
@@ -238,31 +247,51 @@ def _default_note(is_default: bool, option: str) -> str:
 
 
 def _preflight(settings: Settings, engine, days, *, allow_empty: bool,
-               writing: bool = True) -> None:
+               writing: bool = True, source=None) -> None:
     """Fail fast on what would otherwise fail after the model load and all the scoring."""
     from analytics.parquet import check_writable
     from analytics.pipeline import check_photo_files
+    from jobs.check_source import checked_source
     from sql import queries
-    from sql.engine import ping, redact_url, with_retries
+    from sql.engine import DatabaseUnavailable, ping, redact_url, with_retries
 
+    source = source or engine
     with_retries(lambda: ping(engine))
-    missing = with_retries(lambda: queries.missing_tables(engine))
+    missing = with_retries(lambda: queries.missing_tables(
+        engine, shop=not settings.job_tables_only))
     if missing:
         raise JobFailed(f"database {redact_url(settings.db_url)} lacks the tables "
                         f"{', '.join(missing)}: create them with `ageseg init-db`")
+    try:
+        checked_source(settings, source)
+    except DatabaseUnavailable as exc:
+        raise JobFailed(f"source unavailable ({redact_url(settings.source)}): {exc}",
+                        EXIT_DB_UNAVAILABLE) from exc
     if writing:  # creates the output folders (empty) if need be
         for root in (settings.output_root, settings.restricted_root):
             check_writable(root)
     for day in days:
-        counts = with_retries(lambda d=day: queries.day_counts(engine, d))
+        counts = with_retries(lambda d=day: queries.day_counts(source, d))
         if not counts["receipts"] and not counts["photos"] and not allow_empty:
             raise JobFailed(f"{day} has no receipts and no photos in "
-                            f"{redact_url(settings.db_url)}: were its sales loaded? Nothing "
+                            f"{redact_url(settings.source)}: were its sales loaded? Nothing "
                             "was written; pass --allow-empty to write empty tables for it",
                             EXIT_EMPTY_DAY)
         if counts["photos"]:
-            photos = with_retries(lambda d=day: queries.photos_for_day(engine, d))
+            photos = with_retries(lambda d=day: queries.photos_for_day(source, d))
             check_photo_files(photos, day, settings.photo_root)
+
+
+def _mark_interrupted(settings: Settings, engine) -> None:
+    """Runs left 'running' under this lock were killed (we hold it now): say so in `runs`."""
+    from sql import queries
+    from sql.engine import with_retries
+
+    holder = lock_holder(settings.lock_dir)
+    dead = with_retries(lambda: queries.mark_interrupted(engine, holder))
+    if dead:
+        click.echo(f"marked {len(dead)} earlier run(s) of this lock interrupted (killed "
+                   f"before they finished): {', '.join(dead)}", err=True)
 
 
 def load_scoring(settings: Settings):
@@ -308,7 +337,7 @@ def nightly_config(settings: Settings, bins):
                          flag_probability=settings.flag_probability,
                          window_days=settings.window_days,
                          compliance_retention_days=settings.compliance_retention_days,
-                         today=dt.date.today())
+                         today=dt.date.today(), holder=lock_holder(settings.lock_dir))
 
 
 def new_run_id(day: dt.date) -> str:
@@ -326,7 +355,7 @@ def _print_skip(day: dt.date, model_version: str) -> None:
                "(--force re-scores it)")
 
 
-def _run_one(settings, engine, day, model, detector, bins, job):
+def _run_one(settings, engine, day, model, detector, bins, job, source=None):
     from analytics.pipeline import run_nightly
 
     config = nightly_config(settings, bins)
@@ -336,12 +365,12 @@ def _run_one(settings, engine, day, model, detector, bins, job):
         from sql import queries
         from sql.engine import with_retries
 
-        total = len(with_retries(lambda: queries.photos_for_day(engine, day)))
+        total = len(with_retries(lambda: queries.photos_for_day(source or engine, day)))
         with click.progressbar(length=total, label=f"{day} photos", file=sys.stderr) as bar:
             return run_nightly(engine, day, model, detector, config, run_id=run_id, job=job,
-                               on_batch=bar.update)
+                               on_batch=bar.update, source=source)
     return run_nightly(engine, day, model, detector, config, run_id=run_id, job=job,
-                       on_batch=_progress_log())
+                       on_batch=_progress_log(), source=source)
 
 
 def _progress_log() -> Callable[[int], None]:

@@ -24,7 +24,9 @@ DETECTORS = ("blazeface", "mtcnn")
 class Settings:
     """Where the job reads and writes, and the knobs operators may turn."""
 
-    db_url: str = DEFAULT_DB_URL
+    db_url: str = DEFAULT_DB_URL  # the job's own database: runs, quarantine, mkt_* tables
+    source_url: str | None = None  # the till data, read only; None: the same as db_url
+    source_schema: str | None = None  # PostgreSQL search_path of the source, e.g. "till"
     photo_root: Path = DEFAULT_PHOTO_ROOT
     model_path: Path | None = None  # None: the model shipped in models/
     output_root: Path = Path("var/demo/out/marketing")
@@ -41,3 +43,19 @@ class Settings:
     flag_probability: float | None = None  # None: the operating point on the model's card
     window_days: int = DEFAULT_WINDOW_DAYS
     compliance_retention_days: int = DEFAULT_COMPLIANCE_RETENTION_DAYS
+
+    @property
+    def source(self) -> str:
+        """The URL the till data is read from (read-only)."""
+        return self.source_url or self.db_url
+
+    @property
+    def separate_source(self) -> bool:
+        """True when the till data lives in another database than the job's own tables."""
+        return self.source != self.db_url
+
+    @property
+    def job_tables_only(self) -> bool:
+        """True when --db-url holds only the job's own tables (runs, quarantine, mkt_*): the
+        till data is in another database, or in a schema of its own (views, say)."""
+        return self.separate_source or bool(self.source_schema)

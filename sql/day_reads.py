@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from sql.engine import PG_CONNECT_TIMEOUT_S
+from sql.engine import PG_CONNECT_TIMEOUT_S, libpq_uri
 from sql.queries import day_bounds
 
 LINE_COLUMNS = ("receipt_id", "product_id", "quantity", "cents")
@@ -151,10 +151,12 @@ class _AdbcReader:
         import adbc_driver_manager
         import adbc_driver_postgresql.dbapi as adbc_pg
 
-        url = engine.url.set(drivername="postgresql")
+        url = engine.url
         if "connect_timeout" not in url.query:  # as make_engine's connections: fail fast
             url = url.update_query_dict({"connect_timeout": str(PG_CONNECT_TIMEOUT_S)})
-        uri = url.render_as_string(hide_password=False)
+        # The engine's URL carries its session options: a read-only source's bulk reads are
+        # read-only sessions too, and look the tables up on the same search_path.
+        uri = libpq_uri(url)
         try:
             conn = adbc_pg.connect(uri)
         except adbc_driver_manager.Error as exc:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
+from urllib.parse import quote, urlencode
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ _URL_PASSWORD = re.compile(r"(?P<head>://[^:/@\s]*:)[^@\s]*(?=@)")
 _KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('[^']*'|\"[^\"]*\"|[^\s&;]+)", re.I)
 # SQLite messages that no retry can fix, although sqlite3 reports them as OperationalError.
 _SQLITE_PERMANENT = ("no such table", "no such column", "syntax error", "has no column")
+# A schema name for --source-schema (unquoted: PostgreSQL folds it to lower case).
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 # Connection failures that waiting cannot fix: report them at once.
 _HOPELESS = ("authentication failed", "does not exist", "no password supplied")
 
@@ -58,24 +61,77 @@ def scrub_passwords(text: str) -> str:
     return _KV_PASSWORD.sub(r"\g<head>***", text)
 
 
-def make_engine(url: str) -> sa.Engine:
+def make_engine(url: str, *, read_only: bool = False,
+                search_path: Sequence[str] = ()) -> sa.Engine:
     """An engine that checks pooled connections before use; SQLite gets WAL and foreign keys.
 
     WAL lets readers (reports) run while the nightly job writes; SQLite enforces foreign keys
     only when asked, per connection.
+
+    `read_only` (the till source): the server itself refuses writes, so a bug cannot write
+    either. PostgreSQL sessions start with `default_transaction_read_only=on` (set through
+    the connection's `options`, which the ADBC bulk reader gets from the same URL); SQLite
+    connections get `PRAGMA query_only`. `search_path` (PostgreSQL only) names the schemas
+    where the source's tables or views are looked up, in order.
     """
     try:
         parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite":
+        backend = parsed.get_backend_name()
+        if search_path and backend != "postgresql":
+            raise DatabaseUrlError(f"a source schema needs PostgreSQL, not {backend} "
+                                   f"({redact_url(url)})")
+        if backend == "sqlite":
             engine = sa.create_engine(parsed, pool_pre_ping=True)
-            event.listen(engine, "connect", _sqlite_on_connect)
+            event.listen(engine, "connect", _sqlite_on_connect_read_only if read_only
+                         else _sqlite_on_connect)
             return engine
         connect_args = {}
-        if parsed.get_backend_name() == "postgresql":
+        if backend == "postgresql":
             connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+            parsed = _with_session_options(parsed, read_only, search_path)
         return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
         raise DatabaseUrlError(f"cannot use database URL {redact_url(url)}: {exc}") from None
+
+
+def parse_search_path(spec: str) -> tuple[str, ...]:
+    """`till` or `till,public` as schema names; anything that is not a plain identifier is
+    refused rather than quoted, since it ends up in a libpq `options` string."""
+    names = tuple(part.strip() for part in spec.split(","))
+    bad = [name for name in names if not _IDENTIFIER.fullmatch(name)]
+    if bad or not names:
+        raise DatabaseUrlError(f"not a schema name: {', '.join(map(repr, bad)) or repr(spec)} "
+                               "(letters, digits, _ and $; several separated by commas)")
+    return names
+
+
+def _with_session_options(url: URL, read_only: bool, search_path: Sequence[str]) -> URL:
+    """`url` with libpq `options` that make every session read-only and set its search_path.
+
+    In the URL rather than in connect_args, so that the ADBC reader (sql/day_reads.py), which
+    connects from the engine's URL, opens its sessions the same way."""
+    settings = []
+    if read_only:
+        settings.append("-c default_transaction_read_only=on")
+    if search_path:
+        settings.append(f"-c search_path={','.join(search_path)}")
+    if not settings:
+        return url
+    existing = url.query.get("options", "")
+    if isinstance(existing, tuple):
+        existing = " ".join(existing)
+    return url.update_query_dict({"options": " ".join([existing, *settings]).strip()})
+
+
+def libpq_uri(url: URL) -> str:
+    """`url` as a libpq connection URI (password included: for a driver, never for a log).
+
+    Query values are %-encoded: libpq reads `+` as a plus sign, not as a space, so
+    SQLAlchemy's own rendering would break an `options` value such as `-c a=b`."""
+    query = {key: " ".join(value) if isinstance(value, tuple) else value
+             for key, value in url.query.items()}
+    base = url.set(drivername="postgresql", query={}).render_as_string(hide_password=False)
+    return base + (f"?{urlencode(query, quote_via=quote)}" if query else "")
 
 
 def _sqlite_on_connect(dbapi_connection, _record) -> None:
@@ -84,6 +140,17 @@ def _sqlite_on_connect(dbapi_connection, _record) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode=WAL")  # a no-op answer for :memory: databases
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_connect_read_only(dbapi_connection, _record) -> None:
+    """A reader's connection: no journal-mode change (that is a write), and query_only, so
+    that any INSERT, UPDATE, DELETE or CREATE through it fails."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA query_only=ON")
     finally:
         cursor.close()
 

@@ -17,6 +17,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from sql.schema import (
+    JOB_TABLES,
     MARKETING_TABLES,
     Base,
     CheckoutPhoto,
@@ -81,17 +82,19 @@ def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return start, start + dt.timedelta(days=1)
 
 
-def create_schema(engine: sa.Engine) -> None:
-    """Create missing tables and indexes; existing ones are left alone."""
-    Base.metadata.create_all(engine)
+def create_schema(engine: sa.Engine, *, shop: bool = True) -> None:
+    """Create missing tables and indexes; existing ones are left alone. `shop=False`: only
+    the job's own tables (runs, quarantine, mkt_*), for a job database beside a till."""
+    Base.metadata.create_all(engine, tables=None if shop else list(JOB_TABLES))
 
 
-def missing_tables(engine: sa.Engine) -> list[str]:
+def missing_tables(engine: sa.Engine, *, shop: bool = True) -> list[str]:
     """The job's tables (not the analysts' mkt_* copies) that the database lacks: a start-up
     check, so that a database nobody ran `init-db` on is named as such, not met later as
-    "no such table"."""
+    "no such table". `shop=False`: runs and quarantine only (the till data is elsewhere)."""
     present = set(sa.inspect(engine).get_table_names())
-    wanted = [t.name for t in Base.metadata.sorted_tables if t not in MARKETING_TABLES]
+    wanted = [t.name for t in Base.metadata.sorted_tables if t not in MARKETING_TABLES
+              and (shop or t in JOB_TABLES)]
     return [name for name in wanted if name not in present]
 
 
@@ -166,18 +169,29 @@ def delete_photos_for_day(engine: sa.Engine, day: dt.date) -> int:
         return result.rowcount
 
 
-def start_run(engine: sa.Engine, run_id: str, job: str, day: dt.date, model_version: str) -> None:
+def start_run(engine: sa.Engine, run_id: str, job: str, day: dt.date, model_version: str,
+              holder: str = "") -> None:
     """Record that a run began, so a crash still leaves a 'running' row to find.
 
-    Runs of the same day still marked 'running' were killed (the caller holds the run lock),
-    so they become 'abandoned'. Safe to retry: a second call for the same run id is a no-op.
+    `holder` names the run lock it runs under (host and lock file, jobs/lock.py): kept in
+    `counts` while it runs, so that the next run under that lock can tell its killed
+    predecessors from runs elsewhere (`mark_interrupted`).
+    Runs of the same day still marked 'running' under the same lock (or recorded without
+    one) were killed (the caller holds the run lock), so they become 'abandoned'; those of
+    another lock may be alive. Safe to retry: a second call for the same run id is a no-op.
     """
     with engine.begin() as conn:
-        conn.execute(
-            sa.update(Run)
-            .where(Run.day == day, Run.status == "running", Run.run_id != run_id)
-            .values(status="abandoned", finished_at=_utcnow())
-        )
+        same_day = conn.execute(
+            sa.select(Run.run_id, Run.counts)
+            .where(Run.day == day, Run.status == "running", Run.run_id != run_id)).all()
+        dead = [other for other, counts in same_day
+                if _json_object(counts).get("holder", holder) == holder]
+        if dead:
+            conn.execute(
+                sa.update(Run)
+                .where(Run.run_id.in_(dead), Run.status == "running")
+                .values(status="abandoned", finished_at=_utcnow())
+            )
         if conn.execute(sa.select(Run.run_id).where(Run.run_id == run_id)).first():
             return
         conn.execute(
@@ -188,9 +202,29 @@ def start_run(engine: sa.Engine, run_id: str, job: str, day: dt.date, model_vers
                 model_version=model_version,
                 status="running",
                 started_at=_utcnow(),
-                counts="{}",
+                counts=json.dumps({"holder": holder}) if holder else "{}",
             )
         )
+
+
+def mark_interrupted(engine: sa.Engine, holder: str) -> list[str]:
+    """Mark 'interrupted' the runs still 'running' under lock `holder`; returns their ids.
+
+    Called by a run that has just taken that lock: the kernel frees a lock only when its
+    holder exits, so such rows belong to drivers killed before they could record an outcome
+    (kill -9, power loss). Runs under other locks (other machines, other --lock-dir) may be
+    alive and are left alone, as are rows of versions that did not record a holder.
+    """
+    with engine.begin() as conn:
+        running = conn.execute(sa.select(Run.run_id, Run.counts)
+                               .where(Run.status == "running")).all()
+        dead = [run_id for run_id, counts in running
+                if _json_object(counts).get("holder") == holder]
+        if dead:
+            conn.execute(sa.update(Run)
+                         .where(Run.run_id.in_(dead), Run.status == "running")
+                         .values(status="interrupted", finished_at=_utcnow()))
+    return dead
 
 
 def finish_run(engine: sa.Engine, run_id: str, status: str, counts: Mapping[str, object]) -> None:
@@ -379,6 +413,14 @@ def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"{what} lack column(s): {', '.join(missing)}")
+
+
+def _json_object(text: str | None) -> dict:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _utcnow() -> dt.datetime:

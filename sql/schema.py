@@ -169,3 +169,5 @@ class MktRecommendation(Base):
 
 
 MARKETING_TABLES = (MktSalesByAgeGroup.__table__, MktRecommendation.__table__)
+# What the job writes: in its own database (--db-url) when the till data is read elsewhere.
+JOB_TABLES = (Run.__table__, Quarantine.__table__, *MARKETING_TABLES)

@@ -381,3 +381,30 @@ def test_start_run_is_retry_safe_and_abandons_killed_runs(db_url):
     assert runs.values.tolist() == [["killed", "abandoned"], ["next", "running"],
                                     ["other-day", "running"]]
     engine.dispose()
+
+
+def test_interrupted_runs_are_only_those_of_the_lock_just_taken(db_url):
+    import datetime as dt
+
+    import pandas as pd
+
+    from sql.engine import make_engine
+    from sql.queries import create_schema, finish_run, mark_interrupted, start_run
+
+    engine = make_engine(db_url)
+    create_schema(engine)
+    day = dt.date(2026, 11, 28)
+    here, there = "host-a:/run/ageseg/ageseg.lock", "host-b:/run/ageseg/ageseg.lock"
+    start_run(engine, "killed", "rescore", day - dt.timedelta(days=3), "v1", here)
+    start_run(engine, "finished", "nightly", day - dt.timedelta(days=2), "v1", here)
+    finish_run(engine, "finished", "ok", {"photos": 1})
+    start_run(engine, "elsewhere", "nightly", day, "v1", there)  # alive on another machine
+    start_run(engine, "old-version", "nightly", day - dt.timedelta(days=1), "v1")
+    assert mark_interrupted(engine, here) == ["killed"]
+    assert mark_interrupted(engine, here) == []
+    start_run(engine, "next", "nightly", day, "v1", here)  # the same day as "elsewhere"
+    runs = pd.read_sql("select run_id, status from runs order by run_id", engine)
+    assert runs.values.tolist() == [["elsewhere", "running"], ["finished", "ok"],
+                                    ["killed", "interrupted"], ["next", "running"],
+                                    ["old-version", "running"]]
+    engine.dispose()
