@@ -6,8 +6,6 @@ import datetime as dt
 import logging
 import signal
 import sys
-import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +13,14 @@ from typing import TYPE_CHECKING
 
 import click
 
+from jobs.errors import JobFailed
 from jobs.lock import EXIT_LOCKED, AlreadyRunning, LockError, run_lock
+from jobs.scoring_setup import (  # noqa: F401 (make_detector: re-exported)
+    load_scoring,
+    make_detector,
+    new_run_id,
+    resolved,
+)
 from jobs.settings import DEFAULT_DB_URL, DEFAULT_PHOTO_ROOT, Settings
 
 if TYPE_CHECKING:
@@ -29,14 +34,6 @@ EXIT_NO_PHOTOS = 66  # EX_NOINPUT
 EXIT_DB_UNAVAILABLE = 69  # EX_UNAVAILABLE
 EXIT_CANT_WRITE = 73  # EX_CANTCREAT
 EXIT_TERMINATED = 128 + signal.SIGTERM  # what a shell reports for a process killed by SIGTERM
-
-
-class JobFailed(click.ClickException):
-    """A run-time failure with its own exit code, printed as one line."""
-
-    def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def day_options(command):
@@ -113,6 +110,7 @@ def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: 
                     _print_summary(summary)
                 return
             model, detector = load_scoring(settings)
+            settings = resolved(settings, model)  # batch size and prep workers for it
             for day in days:
                 if not force and _is_current(settings, day, model.version, bins):
                     _print_skip(day, model.version)
@@ -265,40 +263,6 @@ def _preflight(settings: Settings, engine, days, *, allow_empty: bool,
             check_photo_files(photos, day, settings.photo_root)
 
 
-def load_scoring(settings: Settings):
-    """The model and face detector, loaded and warmed up once per process (or Ray actor)."""
-    from models.faces import WholeImageDetector
-    from models.persist import ModelFileError, ModelNotFound, load_model
-
-    try:
-        model = load_model(settings.model_path)
-    except (ModelNotFound, ModelFileError) as exc:
-        raise JobFailed(str(exc)) from exc
-    detector = (WholeImageDetector() if settings.photos_are_faces
-                else make_detector(settings.detector, settings.min_face_size,
-                                   settings.face_confidence))
-    started = time.monotonic()
-    model.warm_up(settings.batch_size)
-    detector.warm_up()
-    log.info("model %s (validation MAE %s years) ready in %.1fs", model.version,
-             model.card["metrics"]["val_mae"], time.monotonic() - started)
-    return model, detector
-
-
-def make_detector(name: str, min_face_size: int, confidence: float | None = None):
-    """The named face detector, with its own default confidence cut-off unless given."""
-    options = {"min_face_size": min_face_size}
-    if confidence is not None:
-        options["min_confidence"] = confidence
-    if name == "mtcnn":
-        from models.faces import MtcnnDetector
-
-        return MtcnnDetector(**options)
-    from models.blazeface import BlazeFaceDetector
-
-    return BlazeFaceDetector(**options)
-
-
 def nightly_config(settings: Settings, bins):
     from analytics.pipeline import NightlyConfig
 
@@ -309,10 +273,6 @@ def nightly_config(settings: Settings, bins):
                          window_days=settings.window_days,
                          compliance_retention_days=settings.compliance_retention_days,
                          today=dt.date.today())
-
-
-def new_run_id(day: dt.date) -> str:
-    return f"{day.isoformat()}-{uuid.uuid4().hex[:8]}"
 
 
 def _is_current(settings: Settings, day: dt.date, model_version: str, bins) -> bool:
