@@ -21,7 +21,7 @@ from jobs.scoring_setup import (  # noqa: F401 (make_detector: re-exported)
     new_run_id,
     resolved,
 )
-from jobs.settings import DEFAULT_DB_URL, DEFAULT_PHOTO_ROOT, Settings
+from jobs.settings import DEFAULT_BATCH_SIZE, DEFAULT_DB_URL, DEFAULT_PHOTO_ROOT, Settings
 
 if TYPE_CHECKING:
     from jobs.ray_engine import RayOptions
@@ -267,12 +267,12 @@ def nightly_config(settings: Settings, bins):
     from analytics.pipeline import NightlyConfig
 
     return NightlyConfig(settings.photo_root, settings.output_root, settings.restricted_root,
-                         bins, settings.min_cell, settings.batch_size,
+                         bins, settings.min_cell, settings.batch_size or DEFAULT_BATCH_SIZE,
                          challenge_age=settings.challenge_age,
                          flag_probability=settings.flag_probability,
                          window_days=settings.window_days,
                          compliance_retention_days=settings.compliance_retention_days,
-                         today=dt.date.today())
+                         today=dt.date.today(), prep_workers=settings.prep_workers or 1)
 
 
 def _is_current(settings: Settings, day: dt.date, model_version: str, bins) -> bool:
@@ -334,6 +334,8 @@ def _print_summary(summary) -> None:
         f"{c.get('compliance_partitions_deleted', 0)} compliance partition(s) "
         f"({c.get('compliance_rows_deleted', 0)} flagged rows)"
     )
+    if summary.scoring is not None:
+        click.echo(f"  {summary.scoring.line(verbose=log.isEnabledFor(logging.INFO))}")
     for name, path in summary.outputs.items():
         click.echo(f"  {name}: {path}")
     for row in summary.quarantine.itertuples():
