@@ -63,9 +63,9 @@ pass_settings = click.make_pass_decorator(Settings)
               "scores, each with its own detector (env AGESEG_PREP_WORKERS; default: the "
               "cores this process may use). The output does not depend on it.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
-              help="What the model's backbone computes in. auto: mixed float16 on a GPU, "
-              "float32 on a CPU (bf16 is measured in bench/precision.py, see README); bf16: "
-              "mixed bfloat16, faster on CPUs with AMX or AVX512-BF16.")
+              help="What the model's backbone computes in. auto: mixed float16 on a GPU; "
+              "bf16 on a CPU with AMX or AVX512-BF16 (measured by bench/precision.py to "
+              "leave the ages and flags as they are, see README), float32 on other CPUs.")
 @click.option("--challenge-age", type=click.FloatRange(min=0, min_open=True),
               default=DEFAULT_CHALLENGE_AGE, show_default=True,
               help="Compliance flags sales of age-restricted goods to shoppers estimated "
