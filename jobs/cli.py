@@ -101,7 +101,7 @@ def cli(ctx: click.Context, verbose: int, **options: object) -> None:
         level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    ctx.obj = Settings(**options)  # type: ignore[arg-type]
+    ctx.obj = Settings(**options, verbose=verbose)  # type: ignore[arg-type]
 
 
 def _register() -> None:

@@ -116,7 +116,7 @@ def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: 
                     _print_skip(day, model.version)
                     continue
                 summary = _run_one(settings, engine, day, model, detector, bins, job)
-                _print_summary(summary)
+                _print_summary(summary, verbose=settings.verbose > 0)
     except AlreadyRunning as exc:
         raise JobFailed(str(exc), EXIT_LOCKED) from exc
     except LockError as exc:
@@ -316,7 +316,7 @@ def _progress_log() -> Callable[[int], None]:
     return on_batch
 
 
-def _print_summary(summary) -> None:
+def _print_summary(summary, verbose: bool = False) -> None:
     c = summary.counts
     click.echo(
         f"{summary.day}: {c['photos']} photos, {c['scored']} aged, {c['no_face']} no face, "
@@ -335,7 +335,7 @@ def _print_summary(summary) -> None:
         f"({c.get('compliance_rows_deleted', 0)} flagged rows)"
     )
     if summary.scoring is not None:
-        click.echo(f"  {summary.scoring.line(verbose=log.isEnabledFor(logging.INFO))}")
+        click.echo(f"  {summary.scoring.line(verbose)}")
     for name, path in summary.outputs.items():
         click.echo(f"  {name}: {path}")
     for row in summary.quarantine.itertuples():

@@ -38,6 +38,7 @@ class Settings:
     batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE, or DEFAULT_GPU_BATCH_SIZE on a GPU
     prep_workers: int | None = None  # None: the cores this process may use
     precision: str = "auto"  # one of PRECISIONS (models/persist.py)
+    verbose: int = 0  # -v count: 1 adds where scoring's time went to its summary line
     photos_are_faces: bool = False
     detector: str = "blazeface"
     face_confidence: float | None = None  # None: the detector's own default

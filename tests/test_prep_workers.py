@@ -251,3 +251,29 @@ def test_more_workers_need_a_detector_that_clones(tmp_path, tiny_model):
 
     with pytest.raises(TypeError, match="clone"):
         list(score_photos([(1, "a.jpg")], tmp_path, tiny_model, Plain(), prep_workers=2))
+
+
+def test_prep_workers_from_the_environment_and_the_scoring_line(sqlite_url, tmp_path,
+                                                                tiny_model_path, monkeypatch):
+    """AGESEG_PREP_WORKERS reaches the job; its scoring line says so and parses; -v adds
+    where the time went."""
+    import re
+
+    from click.testing import CliRunner
+
+    from jobs.cli import cli
+
+    fill_shop(sqlite_url, tmp_path / "photos")
+    base = ["--db-url", sqlite_url, "--photo-root", str(tmp_path / "photos"), "--model",
+            str(tiny_model_path), "--output-root", str(tmp_path / "m"), "--restricted-root",
+            str(tmp_path / "r"), "--lock-dir", str(tmp_path / "l"), "--min-cell", "3"]
+    monkeypatch.setenv("AGESEG_PREP_WORKERS", "3")
+    result = CliRunner().invoke(cli, [*base, "-v", "nightly", "--date", DAY.isoformat()],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    line = re.search(r"scored ([\d,]+) photos in ([\d.]+) s \(([\d.]+) photos/s, (\d+) prep "
+                     r"workers?, model on (CPU|GPU), (float32|bf16|float16)\); model waited "
+                     r"for photos (\d+) % of the time, photos waited for the model (\d+) %",
+                     result.output)
+    assert line, result.output
+    assert int(line[1].replace(",", "")) == 40 and line[4] == "3"
