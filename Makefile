@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,demo]'
 	touch $(STAMP)
 
-# The tests also cover `rescore --engine ray`: they get the optional `ray` extra on top;
-# `make demo` stays without it.
+# The tests also cover `rescore --engine ray` and Keras' JAX backend: they get the optional
+# `ray` and `jax` extras on top (jax: about 100 MB more); `make demo` stays without them.
 $(RAY_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,demo,ray]'
+	$(BIN)/pip install --quiet -e '.[dev,demo,ray,jax]'
 	touch $(RAY_STAMP)
 
 env: $(STAMP)

@@ -31,7 +31,7 @@ from analytics.day_tables import (
 from analytics.parquet import read_marker, remove_marker, write_marker
 from models.faces import UNOPENED_REASONS, PhotoError, resolve_photo_path
 from models.persist import AgeModel
-from models.score import AGED, STATUSES, empty_scores, score_photos
+from models.score import AGED, STATUSES, ScoringStats, empty_scores, score_photos
 from sql import queries
 from sql.engine import with_retries
 
@@ -60,6 +60,7 @@ class NightlyConfig:
     today: dt.date | None = None  # retention counts back from here; None: the clock's
     flag_probability: float | None = None  # None: the model card's operating point
     holder: str = ""  # the run lock the run holds (jobs/lock.py), recorded on its runs row
+    prep_workers: int = 1  # threads reading, decoding and finding faces (models/score.py)
 
     def day_options(self) -> DayOptions:
         return DayOptions(self.output_root, self.restricted_root, self.min_cell,
@@ -75,6 +76,7 @@ class RunSummary:
     outputs: dict[str, Path] = field(default_factory=dict)
     quarantine: pd.DataFrame = field(default_factory=pd.DataFrame)
     seconds: float = 0.0
+    scoring: ScoringStats | None = None  # how the photos were scored, when this process did
 
 
 def run_nightly(
@@ -97,9 +99,13 @@ def run_nightly(
     source = source or engine
     with recorded_run(engine, run_id, job, day, model.version, holder=config.holder):
         photos = with_retries(lambda: queries.photos_for_day(source, day))
-        scores = estimate_ages(photos, model, detector, config, on_batch)
-        return write_scored_day(engine, day, photos, scores, config, model_version=model.version,
-                                card=model.card, run_id=run_id, started=started, source=source)
+        stats = ScoringStats()
+        scores = estimate_ages(photos, model, detector, config, on_batch, stats)
+        summary = write_scored_day(engine, day, photos, scores, config,
+                                   model_version=model.version, card=model.card, run_id=run_id,
+                                   started=started, source=source)
+        summary.scoring = stats
+        return summary
 
 
 @contextlib.contextmanager
@@ -184,13 +190,15 @@ def day_is_current(config: NightlyConfig, day: dt.date, model_version: str) -> b
 
 def estimate_ages(
     photos: pd.DataFrame, model: AgeModel, detector, config: NightlyConfig,
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], None] | None = None, stats: ScoringStats | None = None,
 ) -> pd.DataFrame:
-    """Stream the day's photos through the model; one small row per photo comes back."""
+    """Stream the day's photos through the model; one small row per photo comes back.
+    `stats`, when given, says afterwards how fast and where the time went."""
     rows = zip(photos["photo_id"].tolist(), photos["path"].tolist())
     frames = []
     for frame in score_photos(rows, config.photo_root, model, detector, config.batch_size,
-                              challenge_age=config.challenge_age):
+                              challenge_age=config.challenge_age,
+                              prep_workers=config.prep_workers, stats=stats):
         frames.append(frame)
         if on_batch:
             on_batch(len(frame))

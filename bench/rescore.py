@@ -185,7 +185,7 @@ with connect(num_cpus=2):
     t = time.monotonic()
     n = sum(x.counts["photos"] for x in rescore_on_ray(
         s, engine, days, nightly_config(s, AgeBins.parse(s.age_bins)), RayOptions(workers=1),
-        force=True, scorer=StubScorer))
+        force=True, scorer=StubScorer, preparer=None))
     wall = time.monotonic() - t
 print(json.dumps({{"photos": n, "wall": wall, "rate": n / wall,
                   "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))

@@ -16,14 +16,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from jobs import quiet_tf
 from jobs.settings import (
     DEFAULT_AGE_BINS,
+    DEFAULT_BATCH_SIZE,
     DEFAULT_CHALLENGE_AGE,
     DEFAULT_COMPLIANCE_RETENTION_DAYS,
     DEFAULT_DB_URL,
+    DEFAULT_GPU_BATCH_SIZE,
     DEFAULT_MIN_CELL,
     DEFAULT_MIN_FACE_SIZE,
     DEFAULT_PHOTO_ROOT,
     DEFAULT_WINDOW_DAYS,
     DETECTORS,
+    PRECISIONS,
     Settings,
 )
 
@@ -63,8 +66,18 @@ pass_settings = click.make_pass_decorator(Settings)
               help="Age groups as lower-upper ranges, the last open-ended.")
 @click.option("--min-cell", type=click.IntRange(min=1), default=DEFAULT_MIN_CELL,
               show_default=True, help="Suppress marketing cells with fewer receipts than this.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Photos per model call: larger uses more memory, can be faster on a GPU.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help=f"Photos per model call: larger uses more memory, is faster on a GPU "
+              f"(default: {DEFAULT_BATCH_SIZE} with the model on a CPU, "
+              f"{DEFAULT_GPU_BATCH_SIZE} on a GPU).")
+@click.option("--prep-workers", type=click.IntRange(min=1), default=None,
+              help="Threads that read, decode and find faces in photos while the model "
+              "scores, each with its own detector (env AGESEG_PREP_WORKERS; default: the "
+              "cores this process may use). The output does not depend on it.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="What the model's backbone computes in. auto: mixed float16 on a GPU; "
+              "bf16 on a CPU with AMX or AVX512-BF16 (measured by bench/precision.py to "
+              "leave the ages and flags as they are, see README), float32 on other CPUs.")
 @click.option("--challenge-age", type=click.FloatRange(min=0, min_open=True),
               default=DEFAULT_CHALLENGE_AGE, show_default=True,
               help="Compliance flags sales of age-restricted goods to shoppers estimated "
@@ -100,7 +113,7 @@ def cli(ctx: click.Context, verbose: int, **options: object) -> None:
         level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    ctx.obj = Settings(**options)  # type: ignore[arg-type]
+    ctx.obj = Settings(**options, verbose=verbose)  # type: ignore[arg-type]
 
 
 def _register() -> None:

@@ -77,7 +77,7 @@ def command(settings: Settings, labels: Path, images: Path, split: str, threshol
         loaded = load_labels(labels, images, check_images=True)
         click.echo(f"{len(loaded.frame)} labelled faces; loading TensorFlow and the model "
                    "...", err=True)
-        model = load_model(model_path)
+        model = load_model(model_path, precision=settings.precision)
     except (LabelsError, ModelNotFound, ModelFileError) as exc:
         raise click.ClickException(str(exc)) from exc
     if loaded.problems:

@@ -1,13 +1,20 @@
 """`ageseg rescore --engine ray`: the photos of a range of days scored on Ray Data.
 
 The only module that imports `ray` (the `ray` extra). The driver (this process) lists each
-day's photos from the database, day by day, and hands them to Ray in chunks of whole days;
-Ray Data maps `PhotoScorer` over them, one actor per worker, each loading the model and the
-detector once and calling `score_batch` on the very batches `nightly` would form (the
-day's photos in photo_id order, `--batch-size` at a time), so the ages are the same. Workers
-read the photo files themselves from the photo root (a shared mount on a cluster). The
-scores stream back to the driver, which writes each day, in date order, with the same
-`write_scored_day` that `nightly` ends in: the outputs equal running `nightly` for each day.
+day's photos from the database, day by day, and hands them to Ray in chunks of whole days,
+cut into the very batches `nightly` forms (the day's photos in photo_id order,
+`--batch-size` at a time). Ray Data runs them through two stages, the way its batch
+inference examples do, so that a cluster's CPUs and GPUs are used apart:
+
+1. `PhotoPreparer` (CPU, `num_cpus=1` per actor, one face detector each): read the photo
+   files from the photo root (a shared mount on a cluster), decode, find faces, crop;
+2. `PhotoScorer` (one model each; `num_gpus=1` per actor on a cluster with GPUs, a CPU
+   otherwise): the crops through the model, one `estimate_batch` call per batch.
+
+Each batch is prepared and scored exactly as `score_batch` does it in `nightly`, so the
+ages are the same. The scores stream back to the driver, which writes each day, in date
+order, with the same `write_scored_day` that `nightly` ends in: the outputs equal running
+`nightly` for each day.
 
 Days are written in date order because each day's recommendations and compliance summaries
 read the earlier days of their trailing window from disk, as they do when `nightly` runs
@@ -17,6 +24,7 @@ day after day.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -25,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import ray
 import sqlalchemy as sa
@@ -37,15 +46,19 @@ from analytics.pipeline import (
     recorded_run,
     write_scored_day,
 )
-from jobs.runner import JobFailed, load_scoring, new_run_id
+from jobs.errors import JobFailed
+from jobs.scoring_setup import batch_size_for, load_scoring, make_detector, new_run_id
 from jobs.settings import Settings
-from models.score import read_photos, score_batch
+from models.score import PreparedPhoto, estimate_batch, prepare_batch, read_photos
 from sql import queries
 from sql.engine import with_retries
 
 log = logging.getLogger("ageseg")
 
-CHUNKS_PER_CALL = 4  # score_batch calls per Ray batch: fewer round trips, little lost on a retry
+CHUNKS_PER_CALL = 4  # score batches per Ray batch: fewer round trips, little lost on a retry
+# On a CPU-only cluster the model stage gets this share of the CPUs and preparation the
+# rest: a scene costs ~13 ms to prepare and ~8 ms in the model on one core.
+MODEL_CPU_SHARE = 0.4
 
 
 @dataclass(frozen=True)
@@ -53,27 +66,92 @@ class RayOptions:
     """Where and how wide to run (the CLI's --ray-address, --workers, --gpus-per-worker)."""
 
     address: str | None = None  # None: start a local Ray on this machine
-    workers: int | None = None  # None: one per CPU (per GPU share with gpus_per_worker)
-    gpus_per_worker: float = 0.0
+    workers: int | None = None  # model actors; None: one per GPU, or MODEL_CPU_SHARE of CPUs
+    gpus_per_worker: float | None = None  # None: 1 on a cluster with GPUs, else 0
     chunk_photos: int = 100_000  # photos handed to Ray at a time (whole days)
+    prep_workers: int | None = None  # preparation actors; None: the CPUs the model leaves
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many actors each stage gets and what each asks of the cluster."""
+
+    prep_actors: int
+    model_actors: int
+    gpus_per_model: float
+    cpus_per_model: float
+    batch_size: int
+
+
+class PhotoPreparer:
+    """Stage 1, one per Ray actor on one CPU: its own face detector (a LiteRT interpreter
+    is not thread-safe), loaded once; each call prepares a batch of score batches
+    (`day`, `photo_id` list, `path` list) into crops, packed for the model stage."""
+
+    def __init__(self, settings: Settings):
+        from models.crop import contract_for
+        from models.faces import WholeImageDetector
+        from models.persist import DEFAULT_MODEL_PATH, read_card
+
+        self.settings = settings
+        card = read_card(settings.model_path or DEFAULT_MODEL_PATH)  # no model needed here
+        self.detector = (WholeImageDetector() if settings.photos_are_faces
+                         else make_detector(settings.detector, settings.min_face_size,
+                                            settings.face_confidence))
+        self.detector.warm_up()
+        self.image_size = int(card["image_size"])
+        self.contract = contract_for(card, self.detector.name)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        rows = []
+        for day, ids, paths in zip(batch["day"], batch["photo_id"], batch["path"]):
+            photos = read_photos(zip(map(int, ids), map(str, paths)), self.settings.photo_root)
+            prepared = prepare_batch(photos, self.detector, self.image_size, self.contract)
+            rows.append({"day": day, **pack_prepared(prepared, self.image_size)})
+        return pd.DataFrame(rows)
 
 
 class PhotoScorer:
-    """One per Ray actor: the model and detector are loaded once, then each call scores a
-    batch of chunks (`day`, `photo_id` list, `path` list) with `score_batch`."""
+    """Stage 2, one per Ray actor (a GPU each on a cluster with GPUs): the model loaded
+    once; each call scores a batch of prepared score batches with `estimate_batch`."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.model, self.detector = load_scoring(settings)
+        self.model, _ = load_scoring(settings)
+        self.batch_size = batch_size_for(settings, self.model.device == "GPU")
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         frames = [
-            score_batch(read_photos(zip(map(int, ids), map(str, paths)), self.settings.photo_root),
-                        self.model, self.detector, self.settings.batch_size,
-                        challenge_age=self.settings.challenge_age).assign(day=day)
-            for day, ids, paths in zip(batch["day"], batch["photo_id"], batch["path"])
+            estimate_batch(unpack_prepared(row), self.model, self.batch_size,
+                           challenge_age=self.settings.challenge_age).assign(day=row["day"])
+            for row in batch.to_dict("records")
         ]
         return pd.concat(frames, ignore_index=True)
+
+
+PACKED = ("photo_id", "face_count", "status", "reason", "detail", "confidence", "face_px")
+
+
+def pack_prepared(prepared: list[PreparedPhoto], image_size: int) -> dict:
+    """A prepared batch as plain columns Ray can carry between stages: a list per field
+    and the crops of the photos with a face stacked into one bytes value."""
+    faces = [p.face for p in prepared if p.face is not None]
+    stacked = np.stack(faces) if faces else np.zeros((0, image_size, image_size, 3), np.uint8)
+    packed: dict = {name: [getattr(p, name) for p in prepared] for name in PACKED}
+    packed["has_face"] = [p.face is not None for p in prepared]
+    packed["faces"] = np.ascontiguousarray(stacked, np.uint8).tobytes()
+    packed["image_size"] = image_size
+    return packed
+
+
+def unpack_prepared(row: dict) -> list[PreparedPhoto]:
+    """`pack_prepared` undone."""
+    size = int(row["image_size"])
+    faces = iter(np.frombuffer(row["faces"], np.uint8).reshape(-1, size, size, 3))
+    return [PreparedPhoto(int(pid), next(faces) if has else None, int(count), str(status),
+                          str(reason), str(detail), float(conf), int(px))
+            for pid, count, status, reason, detail, conf, px, has in zip(
+                *(row[name] for name in PACKED), row["has_face"])]
 
 
 def rescore_on_ray(
@@ -87,11 +165,13 @@ def rescore_on_ray(
     force: bool = False,
     on_skip: Callable[[dt.date, str], object] | None = None,
     scorer: type = PhotoScorer,
+    preparer: type | None = PhotoPreparer,
     source: sa.Engine | None = None,
 ) -> Iterator[RunSummary]:
     """Score `days` on Ray and write them in date order; yield each day's summary once it is
     written. Days this model version already wrote with these settings are skipped unless
-    `force`. `scorer` stands in for PhotoScorer in the bench (scoring stubbed out). Photos
+    `force`. `scorer` stands in for PhotoScorer in tests and the bench, and `preparer`
+    None leaves the preparation stage out (the bench's stub scorer reads no photo). Photos
     and purchases are read from `source` (default: `engine`); records go to `engine`."""
     source = source or engine
     card = _checked_card(settings)
@@ -106,11 +186,14 @@ def rescore_on_ray(
     if not todo:
         return
     with connect(options.address):
-        workers = options.workers or _default_workers(options.gpus_per_worker)
-        log.info("%s on Ray: %d day(s), %d worker(s)", job, len(todo), workers)
+        plan = plan_stages(ray.cluster_resources(), options, settings)
+        log.info("%s on Ray: %d day(s); %d preparation actor(s), %d model actor(s) (%g GPU "
+                 "each), batches of %d", job, len(todo), plan.prep_actors, plan.model_actors,
+                 plan.gpus_per_model, plan.batch_size)
+        settings = dataclasses.replace(settings, batch_size=plan.batch_size)
         for chunk in _day_chunks(source, todo, options.chunk_photos):
             for day, photos, scores, started in _scored_days(
-                    chunk, settings, workers, options.gpus_per_worker, scorer):
+                    chunk, settings, plan, scorer, preparer):
                 yield _write_day(engine, day, photos, scores, config, version, card, job,
                                  started, source)
 
@@ -161,11 +244,26 @@ def _checked_card(settings: Settings) -> dict:
     return card
 
 
-def _default_workers(gpus_per_worker: float) -> int:
-    resources = ray.cluster_resources()
-    if gpus_per_worker:
-        return max(1, int(resources.get("GPU", 0) // gpus_per_worker))
-    return max(1, int(resources.get("CPU", 1)))
+def plan_stages(resources: dict, options: RayOptions, settings: Settings) -> Plan:
+    """Actors per stage for a cluster's `resources` (ray.cluster_resources()).
+
+    With GPUs: a model actor per GPU (or per --gpus-per-worker share) and preparation on
+    every CPU but one per model actor (which drives its GPU). Without: the model gets
+    MODEL_CPU_SHARE of the CPUs, preparation the rest; each actor takes one CPU, so both
+    pools always fit (at least one actor each; on a one-CPU cluster they share it).
+    """
+    cpus = max(1, int(resources.get("CPU", 1)))
+    gpus = float(resources.get("GPU", 0))
+    per_model = options.gpus_per_worker if options.gpus_per_worker is not None else (
+        1.0 if gpus >= 1 else 0.0)
+    if per_model:
+        models = options.workers or max(1, int(gpus // per_model))
+    else:
+        models = min(options.workers or max(1, round(cpus * MODEL_CPU_SHARE)),
+                     max(1, cpus - 1))  # leave preparation a CPU
+    prep = min(options.prep_workers or cpus, max(1, cpus - models))
+    model_cpus = 1.0 if prep + models <= cpus else 0.0  # one CPU: the stages share it
+    return Plan(prep, models, per_model, model_cpus, batch_size_for(settings, per_model > 0))
 
 
 def _day_chunks(
@@ -188,8 +286,8 @@ def _day_chunks(
 
 
 def _scored_days(
-    chunk: list[tuple[dt.date, pd.DataFrame, float]], settings: Settings, workers: int,
-    gpus_per_worker: float, scorer: type,
+    chunk: list[tuple[dt.date, pd.DataFrame, float]], settings: Settings, plan: Plan,
+    scorer: type, preparer: type | None,
 ) -> Iterator[tuple[dt.date, pd.DataFrame, pd.DataFrame, float]]:
     """(day, photos, scores, listing time) for each day of the chunk, in date order, as soon
     as every photo of the day has come back: the driver writes a day while Ray scores the
@@ -214,13 +312,7 @@ def _scored_days(
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = sys.stderr.isatty()
         context.execution_options.preserve_order = True  # days come back whole, in order
-        # A worker process that dies (kill -9, out of memory, a lost node) is restarted and
-        # its unfinished batches run again: Ray Data's defaults for actor pools
-        # (max_restarts=-1, max_task_retries=-1), which Ray 2.60 no longer wants passed.
-        dataset = ray.data.from_items(items).map_batches(
-            scorer, fn_constructor_kwargs={"settings": settings}, batch_size=CHUNKS_PER_CALL,
-            batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=workers),
-            num_gpus=gpus_per_worker or None)
+        dataset = _pipeline(ray.data.from_items(items), settings, plan, scorer, preparer)
         try:
             for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
                 batch = table.to_pandas()  # numpy dtypes, as score_batch made them
@@ -236,6 +328,22 @@ def _scored_days(
         raise JobFailed(f"Ray returned scores for {len(seen.get(day.isoformat(), ()))} of the "
                         f"{len(photos)} photos of {day}; it and later days were left as "
                         "they were")
+
+
+def _pipeline(items, settings: Settings, plan: Plan, scorer: type, preparer: type | None):
+    """The two stages over the score batches. An actor whose process dies (kill -9, out of
+    memory, a lost node) is restarted and its unfinished batches run again: Ray Data's
+    defaults for actor pools, which Ray 2.60 no longer wants passed (no max_restarts here);
+    the pool sizes go in `compute`, as Ray 2.51 wants instead of `concurrency`."""
+    kwargs = {"fn_constructor_kwargs": {"settings": settings}, "batch_size": CHUNKS_PER_CALL,
+              "batch_format": "pandas"}
+    if preparer is not None:
+        items = items.map_batches(
+            preparer, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan.prep_actors),
+            num_cpus=1, **kwargs)
+    return items.map_batches(scorer, compute=ray.data.ActorPoolStrategy(size=plan.model_actors),
+                             num_cpus=plan.cpus_per_model, num_gpus=plan.gpus_per_model or None,
+                             **kwargs)
 
 
 def _batches(photos: pd.DataFrame, size: int) -> Iterator[tuple[list[int], list[str]]]:

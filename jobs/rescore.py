@@ -25,16 +25,19 @@ from jobs.settings import Settings
 @click.option("--ray-address", default=None,
               help="Join this Ray cluster (auto, ray://head:10001); default: a local Ray.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Ray workers (one model each); default: one per CPU, or per GPU share.")
-@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0,
-              show_default=True, help="GPUs each Ray worker takes.")
+              help="Ray model actors (one model each); default: one per GPU (per "
+              "--gpus-per-worker share), or 40 % of the CPUs on a cluster without GPUs. "
+              "Photo preparation gets the other CPUs (--prep-workers caps it).")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=None,
+              help="GPUs each Ray model actor takes (default: 1 on a cluster with GPUs, "
+              "0 without).")
 @click.option("--chunk-photos", type=click.IntRange(min=1), default=100_000,
               show_default=True, help="Photos (whole days) handed to Ray at a time; bounds "
               "the driver's memory. Workers reload the model for each chunk.")
 @pass_settings
 def command(settings: Settings, start: dt.datetime, end: dt.datetime, dry_run: bool,
             allow_empty: bool, force: bool, engine: str, ray_address: str | None,
-            workers: int | None, gpus_per_worker: float, chunk_photos: int) -> None:
+            workers: int | None, gpus_per_worker: float | None, chunk_photos: int) -> None:
     """Re-score every day from --from to --to (inclusive), one day at a time.
 
     Each day is replaced on its own, so an interrupted rescore leaves finished days done
@@ -53,8 +56,9 @@ def command(settings: Settings, start: dt.datetime, end: dt.datetime, dry_run: b
         raise click.BadParameter("--to is before --from", param_hint="--to")
     ray = None
     if engine == "ray":
-        ray = _ray_options(ray_address, workers, gpus_per_worker, chunk_photos)
-    elif ray_address or workers or gpus_per_worker:
+        ray = _ray_options(ray_address, workers, gpus_per_worker, chunk_photos,
+                           settings.prep_workers)
+    elif ray_address or workers or gpus_per_worker is not None:
         raise click.BadParameter("--ray-address, --workers and --gpus-per-worker need "
                                  "--engine ray", param_hint="--engine")
     days = [start.date() + dt.timedelta(days=i) for i in range((end - start).days + 1)]
@@ -68,7 +72,7 @@ def command(settings: Settings, start: dt.datetime, end: dt.datetime, dry_run: b
 LOCAL_RAY_ON_LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
-def _ray_options(address, workers, gpus_per_worker, chunk_photos):
+def _ray_options(address, workers, gpus_per_worker, chunk_photos, prep_workers):
     if address is None:
         for name, value in LOCAL_RAY_ON_LOOPBACK.items():
             os.environ.setdefault(name, value)
@@ -77,4 +81,4 @@ def _ray_options(address, workers, gpus_per_worker, chunk_photos):
     except ImportError as exc:  # the `ray` extra is not installed
         raise click.UsageError(f"--engine ray needs Ray: pip install -e '.[ray]' ({exc})") \
             from exc
-    return RayOptions(address, workers, gpus_per_worker, chunk_photos)
+    return RayOptions(address, workers, gpus_per_worker, chunk_photos, prep_workers)

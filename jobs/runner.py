@@ -6,8 +6,6 @@ import datetime as dt
 import logging
 import signal
 import sys
-import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,8 +13,15 @@ from typing import TYPE_CHECKING
 
 import click
 
+from jobs.errors import JobFailed
 from jobs.lock import EXIT_LOCKED, AlreadyRunning, LockError, lock_holder, run_lock
-from jobs.settings import DEFAULT_DB_URL, DEFAULT_PHOTO_ROOT, Settings
+from jobs.scoring_setup import (  # noqa: F401 (make_detector: re-exported)
+    load_scoring,
+    make_detector,
+    new_run_id,
+    resolved,
+)
+from jobs.settings import DEFAULT_BATCH_SIZE, DEFAULT_DB_URL, DEFAULT_PHOTO_ROOT, Settings
 
 if TYPE_CHECKING:
     from jobs.ray_engine import RayOptions
@@ -30,14 +35,6 @@ EXIT_DB_UNAVAILABLE = 69  # EX_UNAVAILABLE
 EXIT_CANT_WRITE = 73  # EX_CANTCREAT
 EXIT_CONFIG = 78  # EX_CONFIG: the source lacks tables, columns or types the job reads
 EXIT_TERMINATED = 128 + signal.SIGTERM  # what a shell reports for a process killed by SIGTERM
-
-
-class JobFailed(click.ClickException):
-    """A run-time failure with its own exit code, printed as one line."""
-
-    def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def day_options(command):
@@ -120,13 +117,14 @@ def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: 
                     _print_summary(summary)
                 return
             model, detector = load_scoring(settings)
+            settings = resolved(settings, model)  # batch size and prep workers for it
             for day in days:
                 if not force and _is_current(settings, day, model.version, bins):
                     _print_skip(day, model.version)
                     continue
                 summary = _run_one(settings, engine, day, model, detector, bins, job,
                                    source=source)
-                _print_summary(summary)
+                _print_summary(summary, verbose=settings.verbose > 0)
     except AlreadyRunning as exc:
         raise JobFailed(str(exc), EXIT_LOCKED) from exc
     except LockError as exc:
@@ -294,54 +292,17 @@ def _mark_interrupted(settings: Settings, engine) -> None:
                    f"before they finished): {', '.join(dead)}", err=True)
 
 
-def load_scoring(settings: Settings):
-    """The model and face detector, loaded and warmed up once per process (or Ray actor)."""
-    from models.faces import WholeImageDetector
-    from models.persist import ModelFileError, ModelNotFound, load_model
-
-    try:
-        model = load_model(settings.model_path)
-    except (ModelNotFound, ModelFileError) as exc:
-        raise JobFailed(str(exc)) from exc
-    detector = (WholeImageDetector() if settings.photos_are_faces
-                else make_detector(settings.detector, settings.min_face_size,
-                                   settings.face_confidence))
-    started = time.monotonic()
-    model.warm_up(settings.batch_size)
-    detector.warm_up()
-    log.info("model %s (validation MAE %s years) ready in %.1fs", model.version,
-             model.card["metrics"]["val_mae"], time.monotonic() - started)
-    return model, detector
-
-
-def make_detector(name: str, min_face_size: int, confidence: float | None = None):
-    """The named face detector, with its own default confidence cut-off unless given."""
-    options = {"min_face_size": min_face_size}
-    if confidence is not None:
-        options["min_confidence"] = confidence
-    if name == "mtcnn":
-        from models.faces import MtcnnDetector
-
-        return MtcnnDetector(**options)
-    from models.blazeface import BlazeFaceDetector
-
-    return BlazeFaceDetector(**options)
-
-
 def nightly_config(settings: Settings, bins):
     from analytics.pipeline import NightlyConfig
 
     return NightlyConfig(settings.photo_root, settings.output_root, settings.restricted_root,
-                         bins, settings.min_cell, settings.batch_size,
+                         bins, settings.min_cell, settings.batch_size or DEFAULT_BATCH_SIZE,
                          challenge_age=settings.challenge_age,
                          flag_probability=settings.flag_probability,
                          window_days=settings.window_days,
                          compliance_retention_days=settings.compliance_retention_days,
-                         today=dt.date.today(), holder=lock_holder(settings.lock_dir))
-
-
-def new_run_id(day: dt.date) -> str:
-    return f"{day.isoformat()}-{uuid.uuid4().hex[:8]}"
+                         today=dt.date.today(), holder=lock_holder(settings.lock_dir),
+                         prep_workers=settings.prep_workers or 1)
 
 
 def _is_current(settings: Settings, day: dt.date, model_version: str, bins) -> bool:
@@ -385,7 +346,7 @@ def _progress_log() -> Callable[[int], None]:
     return on_batch
 
 
-def _print_summary(summary) -> None:
+def _print_summary(summary, verbose: bool = False) -> None:
     c = summary.counts
     click.echo(
         f"{summary.day}: {c['photos']} photos, {c['scored']} aged, {c['no_face']} no face, "
@@ -403,6 +364,8 @@ def _print_summary(summary) -> None:
         f"{c.get('compliance_partitions_deleted', 0)} compliance partition(s) "
         f"({c.get('compliance_rows_deleted', 0)} flagged rows)"
     )
+    if summary.scoring is not None:
+        click.echo(f"  {summary.scoring.line(verbose)}")
     for name, path in summary.outputs.items():
         click.echo(f"  {name}: {path}")
     for row in summary.quarantine.itertuples():

@@ -18,6 +18,9 @@ DEFAULT_WINDOW_DAYS = 28
 DEFAULT_COMPLIANCE_RETENTION_DAYS = 90
 DEFAULT_MIN_FACE_SIZE = 40  # pixels; smaller faces are far-away people, not the shopper
 DETECTORS = ("blazeface", "mtcnn")
+PRECISIONS = ("auto", "float32", "bf16")
+DEFAULT_BATCH_SIZE = 32  # model on a CPU
+DEFAULT_GPU_BATCH_SIZE = 256  # model on a GPU: large enough to keep it busy
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,10 @@ class Settings:
     lock_dir: Path = Path("var/demo/locks")
     age_bins: str = DEFAULT_AGE_BINS
     min_cell: int = DEFAULT_MIN_CELL
-    batch_size: int = 32
+    batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE, or DEFAULT_GPU_BATCH_SIZE on a GPU
+    prep_workers: int | None = None  # None: the cores this process may use
+    precision: str = "auto"  # one of PRECISIONS (models/persist.py)
+    verbose: int = 0  # -v count: 1 adds where scoring's time went to its summary line
     photos_are_faces: bool = False
     detector: str = "blazeface"
     face_confidence: float | None = None  # None: the detector's own default

@@ -277,7 +277,12 @@ class FaceBox:
 
 @runtime_checkable
 class FaceDetector(Protocol):
-    """What the scoring step needs from a detector."""
+    """What the scoring step needs from a detector.
+
+    To run on several prep threads a detector also needs `clone()`: one with the same
+    options that shares nothing unsafe between threads (itself, for one without state);
+    `score_photos` asks for one per extra prep worker.
+    """
 
     name: str  # names the detector's crop contract on the model's card (models/crop.py)
     confident: float  # faces found under this confidence are aged but marked low_confidence
@@ -321,6 +326,10 @@ class WholeImageDetector:
     def detect_many(self, images: Sequence[np.ndarray]) -> list[list[FaceBox]]:
         return [self.detect(image) for image in images]
 
+    def clone(self) -> WholeImageDetector:
+        """Itself: it holds no state, so threads may share it."""
+        return self
+
     def warm_up(self) -> None:
         """Nothing to load."""
 
@@ -357,6 +366,10 @@ class MtcnnDetector:
         self.min_face_size = min_face_size
         self.min_confidence = min_confidence
         self._mtcnn: Any = None
+
+    def clone(self) -> MtcnnDetector:
+        """The same options and networks of its own, for another prep thread."""
+        return MtcnnDetector(self.max_side, self.min_face_size, self.min_confidence)
 
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         small, scale = self._shrink(image)

@@ -1,24 +1,34 @@
 """Photos become ages: read, decode, find the shopper's face, estimate the age, in batches.
 
 `score_batch` is the unit of work: photo bytes in, ages and face counts out, with no state
-beyond the loaded model and detector. `score_photos` streams a day's photos through it,
-preparing the next batch (disk read, decode, face detection) on worker threads while the
-model runs on the current one, and holds at most two batches of pixels at a time, so memory
-does not grow with the number of photos.
+beyond the loaded model and detector. `score_photos` streams a day's photos through it:
+`prep_workers` threads prepare batches (disk read, decode, face detection), each with its
+own detector, while the model scores the oldest prepared batch. One core's preparation
+(about 13 ms a scene) would otherwise cap the whole night, whatever the model runs on;
+LiteRT's `invoke` and Pillow's decode and resize release the GIL, so threads scale with
+cores. Batches come back in order, each prepared exactly as on one thread, so the output
+does not depend on the number of workers; at most `prep_workers + 2` batches of pixels are
+held at a time, so memory does not grow with the number of photos.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
+import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from models.crop import CropContract, contract_for, crop_face
 from models.faces import (
+    FaceBox,
     FaceDetector,
     PhotoError,
     decode_photo,
@@ -34,6 +44,10 @@ from models.persist import AgeModel
 # not a face). Then photos without an age: "no_face" and "quarantined" (unreadable).
 STATUSES = ("ok", "several_faces", "low_confidence", "no_face", "quarantined")
 AGED = STATUSES[:3]
+
+# The quarantine reason of a photo the face detector raised on (a runtime fault, not a bad
+# photo file): the photo is set aside and the rest of the day goes on.
+DETECTOR_FAILED = "detector_failed"
 
 SCORE_COLUMNS = ["photo_id", "age", "p_under", "face_count", "face_confidence", "face_px",
                  "status", "reason", "detail"]
@@ -82,8 +96,12 @@ def prepare_batch(
             out.append(PreparedPhoto(pid, None, 0, "no_face"))
         except PhotoError as exc:
             out.append(PreparedPhoto(pid, None, 0, "quarantined", exc.reason, exc.detail))
-    found = detector.detect_many([image for _, image in images]) if images else []
+    found = _detect(detector, [image for _, image in images]) if images else []
     for (i, image), boxes in zip(images, found):
+        if isinstance(boxes, Exception):
+            out[i].status, out[i].reason = "quarantined", DETECTOR_FAILED
+            out[i].detail = f"{type(boxes).__name__}: {boxes}"[:500]
+            continue
         best = largest_face(boxes)
         out[i].face_count = len(boxes)
         if best is not None:
@@ -93,6 +111,23 @@ def prepare_batch(
             out[i].confidence = best.confidence
             out[i].face_px = round(contract.square(best)[2])
     return out
+
+
+def _detect(detector: FaceDetector, images: list[np.ndarray]
+            ) -> list[list[FaceBox] | Exception]:
+    """Boxes per image in one detector call; if that call raises, one call per image, so
+    only the image the detector fails on is set aside (its exception in its place)."""
+    try:
+        return list(detector.detect_many(images))
+    except Exception:  # noqa: BLE001 (a detector fault must not end the night)
+        pass
+    found: list[list[FaceBox] | Exception] = []
+    for image in images:
+        try:
+            found.append(detector.detect(image))
+        except Exception as exc:  # noqa: BLE001
+            found.append(exc)
+    return found
 
 
 def faces_from_photo(
@@ -116,12 +151,13 @@ def score_batch(
     would map over partitions of photos. With `challenge_age`, `p_under` is the model's
     calibrated P(true age < challenge_age) (NaN for a model without a distribution)."""
     contract = contract_for(model.card, detector.name)
-    return _estimate(prepare_batch(photos, detector, model.image_size, contract), model,
-                     batch_size, challenge_age)
+    return estimate_batch(prepare_batch(photos, detector, model.image_size, contract), model,
+                          batch_size, challenge_age)
 
 
-def _estimate(prepared: list[PreparedPhoto], model: AgeModel, batch_size: int,
-              challenge_age: float | None = None) -> pd.DataFrame:
+def estimate_batch(prepared: list[PreparedPhoto], model: AgeModel, batch_size: int,
+                   challenge_age: float | None = None) -> pd.DataFrame:
+    """The model's half of `score_batch`: prepared photos in, one row per photo out."""
     ages = np.full(len(prepared), np.nan, dtype=np.float32)
     under = np.full(len(prepared), np.nan, dtype=np.float64)
     with_face = [i for i, p in enumerate(prepared) if p.face is not None]
@@ -163,6 +199,49 @@ def read_photos(
     return [(pid, _read(root, rel)) for pid, rel in photos]
 
 
+@dataclass
+class ScoringStats:
+    """What a `score_photos` run did and where its time went, for the job's scoring line:
+    an operator reads from it which side to grow, the photo preparation or the model."""
+
+    prep_workers: int = 1
+    device: str = "CPU"
+    precision: str = "float32"
+    photos: int = 0
+    seconds: float = 0.0  # wall time, first photo read to last row out
+    model_seconds: float = 0.0  # the model at work
+    model_waited: float = 0.0  # the model idle, waiting for the next prepared batch
+    prep_busy: float = 0.0  # preparation at work, summed over the workers
+
+    @property
+    def photos_per_second(self) -> float:
+        return self.photos / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def model_wait_share(self) -> float:
+        """Share of the time the model waited for photos (grow the prep workers)."""
+        return min(1.0, self.model_waited / self.seconds) if self.seconds > 0 else 0.0
+
+    @property
+    def prep_wait_share(self) -> float:
+        """Share of the prep workers' time spent idle, waiting for the model to take their
+        batches (grow the model side: a GPU, a larger batch)."""
+        capacity = self.prep_workers * self.seconds
+        return max(0.0, 1.0 - self.prep_busy / capacity) if capacity > 0 else 0.0
+
+    def line(self, verbose: bool = False) -> str:
+        """`scored 1,000 photos in 8.1 s (123.4 photos/s, 2 prep workers, model on CPU,
+        float32)`, one line a log reader can parse; `verbose` adds the waiting shares."""
+        workers = f"{self.prep_workers} prep worker{'s' if self.prep_workers != 1 else ''}"
+        text = (f"scored {self.photos:,} photos in {self.seconds:.1f} s "
+                f"({self.photos_per_second:.1f} photos/s, {workers}, model on {self.device}, "
+                f"{self.precision})")
+        if verbose:
+            text += (f"; model waited for photos {100 * self.model_wait_share:.0f} % of the "
+                     f"time, photos waited for the model {100 * self.prep_wait_share:.0f} %")
+        return text
+
+
 def score_photos(
     photos: Iterable[tuple[int, str]],
     photo_root: Path,
@@ -170,29 +249,93 @@ def score_photos(
     detector,
     batch_size: int = 32,
     challenge_age: float | None = None,
+    prep_workers: int = 1,
+    stats: ScoringStats | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """Yield one scored frame (SCORE_COLUMNS) per batch of ``(photo_id, relative_path)``.
+    """Yield one scored frame (SCORE_COLUMNS) per batch of ``(photo_id, relative_path)``,
+    in order.
 
-    While the model scores batch k, a worker thread reads, decodes and detects faces in
-    batch k+1. Never raises for a bad photo: it comes back "quarantined" with a reason.
+    `prep_workers` threads read, decode and detect faces in the next batches while the model
+    scores the current one; each thread has its own detector (`detector` and its clones:
+    LiteRT interpreters must not be shared between threads). Never raises for a bad photo:
+    it comes back "quarantined" with a reason. `stats`, when given, is filled in as it goes.
     """
+    if prep_workers < 1:
+        raise ValueError(f"prep_workers must be at least 1, got {prep_workers}")
+    stats = stats if stats is not None else ScoringStats()
+    stats.prep_workers = prep_workers
+    stats.device = str(getattr(model, "device", "CPU"))
+    stats.precision = str(getattr(model, "precision", "float32"))
     root = Path(photo_root)
     size = model.image_size
     contract = contract_for(model.card, detector.name)
+    own = _thread_detectors(detector, prep_workers)
+    lock = threading.Lock()
 
     def prepare(chunk: list[tuple[int, str]]) -> list[PreparedPhoto]:
-        return prepare_batch([(pid, _read(root, rel)) for pid, rel in chunk], detector, size,
-                             contract)
+        started = time.monotonic()
+        prepared = prepare_batch([(pid, _read(root, rel)) for pid, rel in chunk],
+                                 own.detector, size, contract)
+        with lock:
+            stats.prep_busy += time.monotonic() - started
+        return prepared
 
+    started = time.monotonic()
     chunks = _chunks(photos, batch_size)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="photos") as pool:
-        first = next(chunks, None)
-        pending: Future | None = pool.submit(prepare, first) if first else None
-        while pending is not None:
-            following = next(chunks, None)
-            ahead = pool.submit(prepare, following) if following else None
-            yield _estimate(pending.result(), model, batch_size, challenge_age)
-            pending = ahead
+    pool = ThreadPoolExecutor(max_workers=prep_workers, thread_name_prefix="photos",
+                              initializer=own.take)
+    try:
+        # At most prep_workers + 1 batches submitted and not yet taken, plus the one the
+        # model is scoring: prep_workers + 2 batches of pixels, however long the day.
+        ahead: deque[Future] = deque()
+        for chunk in chunks:
+            ahead.append(pool.submit(prepare, chunk))
+            if len(ahead) > prep_workers:
+                yield _score_next(ahead, model, batch_size, challenge_age, stats)
+        while ahead:
+            yield _score_next(ahead, model, batch_size, challenge_age, stats)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        stats.seconds = time.monotonic() - started
+
+
+def _score_next(ahead: deque[Future], model: AgeModel, batch_size: int,
+                challenge_age: float | None, stats: ScoringStats) -> pd.DataFrame:
+    """Wait for the oldest prepared batch and score it, timing both."""
+    waiting = time.monotonic()
+    prepared = ahead.popleft().result()
+    scoring = time.monotonic()
+    frame = estimate_batch(prepared, model, batch_size, challenge_age)
+    done = time.monotonic()
+    stats.model_waited += scoring - waiting
+    stats.model_seconds += done - scoring
+    stats.photos += len(frame)
+    return frame
+
+
+class _ThreadDetectors:
+    """One detector per prep thread: each thread takes its own when it starts."""
+
+    def __init__(self, detectors: list[Any]):
+        self._spare: queue.SimpleQueue = queue.SimpleQueue()
+        for detector in detectors:
+            self._spare.put(detector)
+        self._local = threading.local()
+
+    def take(self) -> None:
+        self._local.detector = self._spare.get_nowait()
+
+    @property
+    def detector(self) -> Any:
+        return self._local.detector
+
+
+def _thread_detectors(detector: Any, workers: int) -> _ThreadDetectors:
+    """`detector` for the first thread and a clone for each other one."""
+    if workers > 1 and not hasattr(detector, "clone"):
+        raise TypeError(f"{type(detector).__name__} has no clone(): it cannot be used by "
+                        f"{workers} prep workers at once")
+    return _ThreadDetectors([detector, *(detector.clone() for _ in range(workers - 1))])
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:

@@ -1,0 +1,204 @@
+"""Does photo preparation scale with the cores, and does scoring follow? All on the same
+checkout scenes, in one run:
+
+- prep only (read, decode, letterbox, BlazeFace, crop: `prepare_batch`) on 1, 2, ... C
+  threads, each with its own detector: photos/s and the ratio to one thread;
+- `score_photos` with a zero-cost stand-in model (what a GPU looks like to the CPU side: the
+  GPU node's ceiling) at 1 prep worker and at C;
+- `score_photos` with the shipped model at 1 prep worker and at the default (the cores this
+  process may use), next to the ideal C / (prep + model) from the per-photo costs measured
+  here (prep on one thread; the model alone, as the job runs it);
+- peak RSS of the whole scoring process (real model, default workers) for a small and a
+  large day: flat means memory does not grow with the day.
+
+Targets on a 2-core machine: stand-in at C >= 1.8x at 1; real model at the default >= 1.25x
+at 1 and >= 85 % of the ideal; RSS flat. The machine may be shared: absolute figures are
+noisy, so the ratios are what to read, and each is the best of --repeats runs.
+
+Usage: python bench/prep_scaling.py [--photos 400] [--small 100] [--large 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+DISTINCT = 200  # scene files; longer days point their photo rows at them again
+BATCH = 32
+
+
+def write_scenes(folder: Path, n: int = DISTINCT) -> list[str]:
+    """`n` checkout scenes with one of the demo's public-domain faces, as JPEG files."""
+    from PIL import Image
+
+    from demo.scenes import available_demo_faces, render_checkout_scene
+
+    faces = available_demo_faces()
+    paths = []
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        scene = render_checkout_scene(faces[i % len(faces)][0], rng).image
+        rel = f"s{i:04d}.jpg"
+        Image.fromarray(scene).save(folder / rel, quality=90)
+        paths.append(rel)
+    return paths
+
+
+def rows_for(paths: list[str], n: int) -> list[tuple[int, str]]:
+    return [(i, paths[i % len(paths)]) for i in range(n)]
+
+
+class StandIn:
+    """A model that costs nothing: the shipped model's card and size, zero ages."""
+
+    device, precision = "none", "stand-in"
+
+    def __init__(self, card: dict, image_size: int):
+        self.card, self.image_size = card, image_size
+
+    def predict_distribution(self, faces, batch_size=32):
+        return np.zeros(len(faces), np.float32), np.full((len(faces), 101), 1 / 101, np.float32)
+
+
+def prep_only(rows, root: Path, card: dict, size: int, threads: int) -> float:
+    """Photos/s of `prepare_batch` alone on `threads` threads, a BlazeFace each."""
+    import threading
+
+    from models.blazeface import BlazeFaceDetector
+    from models.crop import contract_for
+    from models.score import _read, prepare_batch
+
+    local = threading.local()
+    contract = contract_for(card, "blazeface")
+
+    def work(chunk):
+        if not hasattr(local, "detector"):
+            local.detector = BlazeFaceDetector()
+            local.detector.warm_up()
+        return prepare_batch([(pid, _read(root, rel)) for pid, rel in chunk], local.detector,
+                             size, contract)
+
+    chunks = [rows[i:i + BATCH] for i in range(0, len(rows), BATCH)]
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(work, chunks[:threads]))  # warm each thread's detector
+        started = time.perf_counter()
+        list(pool.map(work, chunks))
+    return len(rows) / (time.perf_counter() - started)
+
+
+def scoring(rows, root: Path, model, workers: int) -> float:
+    """Photos/s of `score_photos` end to end (model already warm)."""
+    from models.blazeface import BlazeFaceDetector
+    from models.score import score_photos
+
+    detector = BlazeFaceDetector()
+    detector.warm_up()
+    started = time.perf_counter()
+    n = sum(len(f) for f in score_photos(rows, root, model, detector, BATCH, 25.0,
+                                         prep_workers=workers))
+    return n / (time.perf_counter() - started)
+
+
+def model_only(model, n: int = 512) -> float:
+    """Faces/s of the model alone on in-memory faces, as the job calls it."""
+    x = np.random.default_rng(0).integers(0, 255, (n, model.image_size, model.image_size, 3),
+                                          dtype=np.uint8)
+    started = time.perf_counter()
+    model.predict_faces(x, batch_size=BATCH)
+    return n / (time.perf_counter() - started)
+
+
+RSS_CHILD = """
+import json, resource, sys
+sys.path.insert(0, {root!r}); sys.path.insert(0, {bench!r})
+from pathlib import Path
+from prep_scaling import rows_for, scoring
+from models.persist import load_model
+model = load_model(None); model.warm_up(32)
+paths = sorted(p.name for p in Path({folder!r}).glob("s*.jpg"))
+rate = scoring(rows_for(paths, {n}), Path({folder!r}), model, {workers})
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"rate": rate, "rss": rss}}))
+"""
+
+
+def peak_rss(folder: Path, n: int, workers: int) -> dict:
+    """Peak RSS (MiB) and photos/s of a fresh scoring process over `n` photos."""
+    code = RSS_CHILD.format(root=str(ROOT), bench=str(ROOT / "bench"), folder=str(folder),
+                            n=n, workers=workers)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if out.returncode:
+        raise SystemExit(f"RSS run failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def best(repeats: int, fn, *args) -> float:
+    return max(fn(*args) for _ in range(repeats))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=400, help="photos per timed run")
+    parser.add_argument("--small", type=int, default=100)
+    parser.add_argument("--large", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    from jobs.scoring_setup import available_cores
+    from models.persist import load_model
+
+    cores = available_cores()
+    began = time.time()
+    with tempfile.TemporaryDirectory(prefix="ageseg-prep-") as tmp:
+        root = Path(tmp)
+        rows = rows_for(write_scenes(root), args.photos)
+        model = load_model(None)
+        model.warm_up(BATCH)
+        card, size = model.card, model.image_size
+        print(f"{cores} cores, {len(rows)} photos ({DISTINCT} distinct scenes), batches of "
+              f"{BATCH}; model {model.version} on {model.device}, {model.precision}")
+        prep = {n: best(args.repeats, prep_only, rows, root, card, size, n)
+                for n in range(1, cores + 1)}
+        for n, rate in prep.items():
+            print(f"prep only, {n} thread(s): {rate:7.1f} photos/s  ({rate / prep[1]:.2f}x 1)")
+        stand_in = StandIn(card, size)
+        ceiling = {n: best(args.repeats, scoring, rows, root, stand_in, n)
+                   for n in sorted({1, cores})}
+        for n, rate in ceiling.items():
+            print(f"score_photos, stand-in model, {n} prep worker(s): {rate:7.1f} photos/s  "
+                  f"({rate / ceiling[1]:.2f}x 1; target at {cores}: >= 1.8x)")
+        faces_per_s = max(model_only(model), model_only(model))
+        real = {n: best(args.repeats, scoring, rows, root, model, n) for n in sorted({1, cores})}
+        ideal = cores / (1 / prep[1] + 1 / faces_per_s)
+        print(f"model alone: {faces_per_s:.1f} faces/s ({1000 / faces_per_s:.1f} ms a face); "
+              f"prep on one thread {1000 / prep[1]:.1f} ms a photo; ideal for {cores} cores "
+              f"C / (prep + model) = {ideal:.1f} photos/s")
+        for n, rate in real.items():
+            print(f"score_photos, real model, {n} prep worker(s): {rate:7.1f} photos/s  "
+                  f"({rate / real[1]:.2f}x 1, {rate / ideal:.0%} of ideal)")
+        print(f"targets: real model at {cores} workers >= 1.25x 1 worker "
+              f"({real[cores] / real[1]:.2f}x) and >= 85 % of ideal "
+              f"({real[cores] / ideal:.0%})")
+        small, large = peak_rss(root, args.small, cores), peak_rss(root, args.large, cores)
+        print(f"peak RSS, real model, {cores} workers: {args.small} photos {small['rss']:.0f} "
+              f"MiB, {args.large} photos {large['rss']:.0f} MiB "
+              f"({large['rss'] / small['rss']:.2f}x; flat is ~1.0x); {large['rate']:.1f} "
+              f"photos/s over the large day")
+    print(f"bench took {time.time() - began:.0f}s; load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs (above the core count: the machine was busy)")
+
+
+if __name__ == "__main__":
+    main()
