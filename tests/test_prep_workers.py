@@ -155,11 +155,14 @@ class CountingModel:
         self.card, self.image_size = model.card, model.image_size
         self.scored, self.ahead = 0, []
 
-    def predict_distribution(self, faces, batch_size=32):
+    def predict_all(self, faces, batch_size=32):
         self.ahead.append(self.reader.taken - self.scored)
-        out = self.model.predict_distribution(faces, batch_size)
+        out = self.model.predict_all(faces, batch_size)
         self.scored += len(faces)
         return out
+
+    def p_under(self, probs, head, age):
+        return self.model.p_under(probs, head, age)
 
 
 def test_photos_in_flight_stay_bounded(tmp_path, tiny_model):
