@@ -46,19 +46,19 @@ def test_split(labels: Path, images: Path, card: dict):
 def measure(model, faces, batch_size: int) -> dict:
     """MAE and flag rates of a loaded model on the faces, with its time per face read from
     files (decode included)."""
-    from models.calibrate import flag_rates, p_under
-    from models.predict import predict_files_distribution
+    from models.calibrate import flag_rates
+    from models.predict import predict_files_all
 
     model.warm_up(batch_size)
     started = time.perf_counter()
-    ages, probs = predict_files_distribution(model, faces["path"].tolist(), batch_size)
+    ages, probs, head = predict_files_all(model, faces["path"].tolist(), batch_size)
     seconds = time.perf_counter() - started
     truth = faces["real_age"].to_numpy(np.float64)
     calibration = model.card.get("calibration") or {}
     point = calibration.get("flag_probability")
     age = calibration.get("challenge_age", 25.0)
-    rates = (flag_rates(p_under(probs, age), truth, point)
-             if probs is not None and point is not None else {})
+    under = model.p_under(probs, head, age)  # as compliance reads it: the card's source
+    rates = flag_rates(under, truth, point) if under is not None and point is not None else {}
     return {"precision": model.precision, "n": len(faces),
             "mae": float(np.abs(ages.astype(np.float64) - truth).mean()),
             "flagged_13_17": rates.get("13_17"), "flagged_30_plus": rates.get("30_plus"),
