@@ -148,8 +148,6 @@ class _AtomicBackup:
     """
 
     def __new__(cls, backup_dir: Path):
-        import json as json_mod
-
         import keras
 
         class AtomicBackup(keras.callbacks.BackupAndRestore):
@@ -164,7 +162,7 @@ class _AtomicBackup:
                 aside = weights.with_name(f".{weights.name}.tmp.weights.h5")
                 self.model.save_weights(filepath=str(aside), overwrite=True)
                 _fsync_replace(aside, weights)
-                _write_whole(metadata, json_mod.dumps(
+                _write_whole(metadata, json.dumps(
                     {"epoch": self._current_epoch, "batch": self._last_batch_seen}))
 
         return AtomicBackup(str(backup_dir), delete_checkpoint=False, double_checkpoint=True)
@@ -549,6 +547,7 @@ def warm_start(age_model, init_from: Path, config: TrainConfig) -> dict[str, Any
     parent lacks (the P(under) head) starts from random weights; every other layer must be
     there with the same shapes.
     """
+    from models.build import UNDER_HEAD
     from models.persist import load_model
 
     parent = load_model(init_from)
@@ -559,8 +558,6 @@ def warm_start(age_model, init_from: Path, config: TrainConfig) -> dict[str, Any
             f"cannot start from {init_from}: it is a {parent_head} model, this run asks for "
             f"{config.head}"
         )
-    from models.build import UNDER_HEAD
-
     for layer in age_model.layers:
         if layer.name in theirs:
             layer.set_weights(theirs[layer.name].get_weights())
