@@ -6,8 +6,12 @@ checkout scenes, in one run:
 - `score_photos` with a zero-cost stand-in model (what a GPU looks like to the CPU side: the
   GPU node's ceiling) at 1 prep worker and at C;
 - `score_photos` with the shipped model at 1 prep worker and at the default (the cores this
-  process may use), next to the ideal C / (prep + model) from the per-photo costs measured
-  here (prep on one thread; the model alone, as the job runs it);
+  process may use), next to the ideal: C cores, each doing one photo's prep and one face's
+  model in turn, give C / (prep_1 + model_1), with both costs measured on one core (prep on
+  one thread; the model in a child process whose TensorFlow runs one intra-op thread). The
+  model's wall time on all cores is also printed: it is what the model costs while nothing
+  else runs, not what a core costs, and an "ideal" built from it is above what C cores can
+  do when prep takes the same cores;
 - peak RSS of the whole scoring process (real model, default workers) for a small and a
   large day: flat means memory does not grow with the day.
 
@@ -35,6 +39,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from jobs import quiet_tf  # noqa: E402  (before anything imports TensorFlow)
+
+quiet_tf.install()
 DISTINCT = 200  # scene files; longer days point their photo rows at them again
 BATCH = 32
 
@@ -124,6 +131,28 @@ def model_only(model, n: int = 512) -> float:
     return n / (time.perf_counter() - started)
 
 
+MODEL_CHILD = """
+import json, sys
+sys.path.insert(0, {root!r}); sys.path.insert(0, {bench!r})
+import tensorflow as tf
+tf.config.threading.set_intra_op_parallelism_threads(1)
+from prep_scaling import model_only
+from models.persist import load_model
+model = load_model(None); model.warm_up(32)
+print(json.dumps({{"rate": max(model_only(model), model_only(model))}}))
+"""
+
+
+def model_one_core() -> float:
+    """Faces/s of the model alone with TensorFlow on one intra-op thread: one core's cost."""
+    code = MODEL_CHILD.format(root=str(ROOT), bench=str(ROOT / "bench"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if out.returncode:
+        raise SystemExit(f"one-core model run failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])["rate"]
+
+
 RSS_CHILD = """
 import json, resource, sys
 sys.path.insert(0, {root!r}); sys.path.insert(0, {bench!r})
@@ -184,24 +213,31 @@ def main() -> None:
             print(f"score_photos, stand-in model, {n} prep worker(s): {rate:7.1f} photos/s  "
                   f"({rate / ceiling[1]:.2f}x 1; target at {cores}: >= 1.8x)")
         faces_per_s = max(model_only(model), model_only(model))
+        one_core = model_one_core()
         real = {n: best(args.repeats, scoring, rows, root, model, n) for n in sorted({1, cores})}
-        ideal = cores / (1 / prep[1] + 1 / faces_per_s)
-        print(f"model alone: {faces_per_s:.1f} faces/s ({1000 / faces_per_s:.1f} ms a face); "
-              f"prep on one thread {1000 / prep[1]:.1f} ms a photo; ideal for {cores} cores "
-              f"C / (prep + model) = {ideal:.1f} photos/s")
+        ideal = cores / (1 / prep[1] + 1 / one_core)
+        optimistic = cores / (1 / prep[1] + 1 / faces_per_s)
+        print(f"model alone: {one_core:.1f} faces/s on one core ({1000 / one_core:.1f} ms a "
+              f"face), {faces_per_s:.1f} on all {cores} ({1000 / faces_per_s:.1f} ms); prep on "
+              f"one thread {1000 / prep[1]:.1f} ms a photo")
+        print(f"ideal for {cores} cores, C / (prep_1 + model_1) with both on one core: "
+              f"{ideal:.1f} photos/s (the model's {cores}-core wall time in place of model_1 "
+              f"would say {optimistic:.1f}: more than {cores} cores can do while prep shares "
+              f"them)")
         for n, rate in real.items():
             print(f"score_photos, real model, {n} prep worker(s): {rate:7.1f} photos/s  "
                   f"({rate / real[1]:.2f}x 1, {rate / ideal:.0%} of ideal)")
         print(f"targets: real model at {cores} workers >= 1.25x 1 worker "
-              f"({real[cores] / real[1]:.2f}x) and >= 85 % of ideal "
-              f"({real[cores] / ideal:.0%})")
+              f"({real[cores] / real[1]:.2f}x; no worker count can beat ideal / 1 worker = "
+              f"{ideal / real[1]:.2f}x here, as 1 worker already overlaps the model's "
+              f"threads with prep) and >= 85 % of ideal ({real[cores] / ideal:.0%})")
         small, large = peak_rss(root, args.small, cores), peak_rss(root, args.large, cores)
         print(f"peak RSS, real model, {cores} workers: {args.small} photos {small['rss']:.0f} "
               f"MiB, {args.large} photos {large['rss']:.0f} MiB "
               f"({large['rss'] / small['rss']:.2f}x; flat is ~1.0x); {large['rate']:.1f} "
               f"photos/s over the large day")
     print(f"bench took {time.time() - began:.0f}s; load average {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} CPUs (above the core count: the machine was busy)")
+          f"on {os.cpu_count()} CPUs (well above the core count: the machine was busy)")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,13 @@ from analytics.pipeline import (
 from jobs.errors import JobFailed
 from jobs.scoring_setup import batch_size_for, load_scoring, make_detector, new_run_id
 from jobs.settings import Settings
-from models.score import PreparedPhoto, estimate_batch, prepare_batch, read_photos
+from models.score import (
+    PreparedPhoto,
+    ScoringStats,
+    estimate_batch,
+    prepare_batch,
+    read_photos,
+)
 from sql import queries
 from sql.engine import with_retries
 
@@ -113,7 +119,9 @@ class PhotoPreparer:
 
 class PhotoScorer:
     """Stage 2, one per Ray actor (a GPU each on a cluster with GPUs): the model loaded
-    once; each call scores a batch of prepared score batches with `estimate_batch`."""
+    once; each call scores a batch of prepared score batches with `estimate_batch`. Each
+    row also says where the model ran (MODEL_ON: "GPU|mixed_float16"), for the driver's
+    scoring line; the driver drops it before writing."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -123,12 +131,14 @@ class PhotoScorer:
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         frames = [
             estimate_batch(unpack_prepared(row), self.model, self.batch_size,
-                           challenge_age=self.settings.challenge_age).assign(day=row["day"])
+                           challenge_age=self.settings.challenge_age).assign(
+                day=row["day"], **{MODEL_ON: f"{self.model.device}|{self.model.precision}"})
             for row in batch.to_dict("records")
         ]
         return pd.concat(frames, ignore_index=True)
 
 
+MODEL_ON = "model_on"
 PACKED = ("photo_id", "face_count", "status", "reason", "detail", "confidence", "face_px")
 
 
@@ -192,10 +202,12 @@ def rescore_on_ray(
                  plan.gpus_per_model, plan.batch_size)
         settings = dataclasses.replace(settings, batch_size=plan.batch_size)
         for chunk in _day_chunks(source, todo, options.chunk_photos):
-            for day, photos, scores, started in _scored_days(
+            for day, photos, scores, started, stats in _scored_days(
                     chunk, settings, plan, scorer, preparer):
-                yield _write_day(engine, day, photos, scores, config, version, card, job,
-                                 started, source)
+                summary = _write_day(engine, day, photos, scores, config, version, card, job,
+                                     started, source)
+                summary.scoring = stats
+                yield summary
 
 
 @contextlib.contextmanager
@@ -288,21 +300,34 @@ def _day_chunks(
 def _scored_days(
     chunk: list[tuple[dt.date, pd.DataFrame, float]], settings: Settings, plan: Plan,
     scorer: type, preparer: type | None,
-) -> Iterator[tuple[dt.date, pd.DataFrame, pd.DataFrame, float]]:
-    """(day, photos, scores, listing time) for each day of the chunk, in date order, as soon
-    as every photo of the day has come back: the driver writes a day while Ray scores the
-    next ones, and holds the scores of the days in flight only."""
+) -> Iterator[tuple[dt.date, pd.DataFrame, pd.DataFrame, float, ScoringStats]]:
+    """(day, photos, scores, listing time, scoring stats) for each day of the chunk, in date
+    order, as soon as every photo of the day has come back: the driver writes a day while
+    Ray scores the next ones, and holds the scores of the days in flight only. A day's
+    scoring time runs from the previous day's last score (or the chunk's start) to its own
+    last: the days overlap in the stages, so these times add up to the chunk's wall time."""
     pending = list(chunk)
     seen: dict[str, set[int]] = {}
     parts: dict[str, list[pd.DataFrame]] = {}
+    model_on = f"{'GPU' if plan.gpus_per_model else 'CPU'}|{settings.precision}"
+    mark = time.monotonic()
 
-    def complete() -> Iterator[tuple[dt.date, pd.DataFrame, pd.DataFrame, float]]:
+    def complete() -> Iterator[tuple[dt.date, pd.DataFrame, pd.DataFrame, float,
+                                     ScoringStats]]:
+        nonlocal mark
         while pending and len(seen.get(pending[0][0].isoformat(), ())) >= len(pending[0][1]):
             day, photos, started = pending.pop(0)
             seen.pop(day.isoformat(), None)
             frames = parts.pop(day.isoformat(), [])
+            now = time.monotonic()
+            device, precision = model_on.split("|", 1)
+            stats = ScoringStats(prep_workers=plan.prep_actors, device=device,
+                                 precision=precision, photos=len(photos), seconds=now - mark,
+                                 engine=f"Ray, {plan.model_actors} model actor"
+                                        f"{'s' if plan.model_actors != 1 else ''}")
+            mark = now
             yield day, photos, pd.concat(frames, ignore_index=True) if frames else \
-                empty_scores(), started
+                empty_scores(), started, stats
 
     items = [{"day": day.isoformat(), "photo_id": ids, "path": paths}
              for day, photos, _ in chunk
@@ -316,6 +341,9 @@ def _scored_days(
         try:
             for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
                 batch = table.to_pandas()  # numpy dtypes, as score_batch made them
+                if MODEL_ON in batch and len(batch):  # what the model actors say they ran
+                    model_on = str(batch[MODEL_ON].iloc[0])
+                batch = batch.drop(columns=MODEL_ON, errors="ignore")
                 for day, part in batch.groupby("day", sort=False):
                     seen.setdefault(str(day), set()).update(part["photo_id"].tolist())
                     parts.setdefault(str(day), []).append(part.drop(columns="day"))
@@ -324,7 +352,7 @@ def _scored_days(
             raise JobFailed(f"scoring on Ray failed: {_first_line(exc)}") from exc
     yield from complete()
     if pending:
-        day, photos, _ = pending[0]
+        day, photos = pending[0][:2]
         raise JobFailed(f"Ray returned scores for {len(seen.get(day.isoformat(), ()))} of the "
                         f"{len(photos)} photos of {day}; it and later days were left as "
                         "they were")

@@ -212,6 +212,7 @@ class ScoringStats:
     model_seconds: float = 0.0  # the model at work
     model_waited: float = 0.0  # the model idle, waiting for the next prepared batch
     prep_busy: float = 0.0  # preparation at work, summed over the workers
+    engine: str = ""  # "" in this process; "Ray, 2 model actors" when Ray scored the photos
 
     @property
     def photos_per_second(self) -> float:
@@ -232,10 +233,13 @@ class ScoringStats:
     def line(self, verbose: bool = False) -> str:
         """`scored 1,000 photos in 8.1 s (123.4 photos/s, 2 prep workers, model on CPU,
         float32)`, one line a log reader can parse; `verbose` adds the waiting shares."""
-        workers = f"{self.prep_workers} prep worker{'s' if self.prep_workers != 1 else ''}"
+        noun = "prep actor" if self.engine else "prep worker"
+        workers = f"{self.prep_workers} {noun}{'s' if self.prep_workers != 1 else ''}"
         text = (f"scored {self.photos:,} photos in {self.seconds:.1f} s "
                 f"({self.photos_per_second:.1f} photos/s, {workers}, model on {self.device}, "
                 f"{self.precision})")
+        if self.engine:  # Ray's stages overlap across days: no waiting shares measured
+            return f"{text} on {self.engine}"
         if verbose:
             text += (f"; model waited for photos {100 * self.model_wait_share:.0f} % of the "
                      f"time, photos waited for the model {100 * self.prep_wait_share:.0f} %")

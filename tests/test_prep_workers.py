@@ -244,6 +244,10 @@ def test_scoring_stats_line_and_shares():
     assert stats.prep_wait_share == pytest.approx(0.25)
     assert "model waited for photos 25 %" in stats.line(verbose=True)
     assert "photos waited for the model 25 %" in stats.line(verbose=True)
+    # On Ray the stages overlap across days: no shares are measured, so none are printed.
+    on_ray = ScoringStats(prep_workers=1, photos=12, seconds=2.0, engine="Ray, 1 model actor")
+    assert on_ray.line(verbose=True) == ("scored 12 photos in 2.0 s (6.0 photos/s, 1 prep "
+                                         "actor, model on CPU, float32) on Ray, 1 model actor")
 
 
 def test_more_workers_need_a_detector_that_clones(tmp_path, tiny_model):

@@ -9,6 +9,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -113,6 +114,14 @@ def test_ray_rescore_equals_nightly_day_by_day(ray_session, db_url, tmp_path, ti
     result = _invoke(base, "rescore", *SPAN, "--engine", "ray", "--workers", "2")
     assert result.exit_code == 0, result.output
     assert_same_outputs(nightly, on_ray)
+    # Each day prints the scoring line nightly prints, saying it ran on Ray.
+    lines = re.findall(r"scored ([\d,]+) photos in [\d.]+ s \([\d.]+ photos/s, \d+ prep "
+                       r"actors?, model on CPU, float32\) on Ray, \d+ model actors?$",
+                       result.output, re.MULTILINE)
+    n_photos = pd.read_sql("select count(*) as n from checkout_photos", engine)["n"].iloc[0]
+    assert len(lines) == len(DAYS), result.output
+    assert sum(int(n.replace(",", "")) for n in lines) == n_photos
+    assert lines[-1] == "0"  # NO_PHOTOS, the last day
     pd.testing.assert_frame_equal(pd.read_sql(quarantine, engine), after_nightly)
     runs = pd.read_sql("select job, day, status, model_version from runs where job = 'rescore'",
                        engine)
