@@ -8,7 +8,8 @@ checkout scenes, in one run:
 - `score_photos` with the shipped model at 1 prep worker and at the default (the cores this
   process may use), next to the ideal: C cores, each doing one photo's prep and one face's
   model in turn, give C / (prep_1 + model_1), with both costs measured on one core (prep on
-  one thread; the model in a child process whose TensorFlow runs one intra-op thread). The
+  one thread; the model in a child process whose TensorFlow runs one intra-op and
+  one inter-op thread, its CPU time / wall time printed to show it kept one core busy). The
   model's wall time on all cores is also printed: it is what the model costs while nothing
   else runs, not what a core costs, and an "ideal" built from it is above what C cores can
   do when prep takes the same cores;
@@ -132,25 +133,33 @@ def model_only(model, n: int = 512) -> float:
 
 
 MODEL_CHILD = """
-import json, sys
+import json, resource, sys, time
 sys.path.insert(0, {root!r}); sys.path.insert(0, {bench!r})
 import tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(1)
+tf.config.threading.set_inter_op_parallelism_threads(1)
 from prep_scaling import model_only
 from models.persist import load_model
 model = load_model(None); model.warm_up(32)
-print(json.dumps({{"rate": max(model_only(model), model_only(model))}}))
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+c0, t0 = cpu(), time.perf_counter()
+rate = max(model_only(model), model_only(model))
+print(json.dumps({{"rate": rate, "cores": (cpu() - c0) / (time.perf_counter() - t0)}}))
 """
 
 
-def model_one_core() -> float:
-    """Faces/s of the model alone with TensorFlow on one intra-op thread: one core's cost."""
+def model_one_core() -> dict:
+    """Faces/s of the model alone with TensorFlow on one intra-op and one inter-op thread
+    (intra-op alone is not enough: the inter-op pool still runs independent ops beside it,
+    1.13 cores busy), and the cores it kept busy (CPU time / wall time, ~1.0)."""
     code = MODEL_CHILD.format(root=str(ROOT), bench=str(ROOT / "bench"))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     if out.returncode:
         raise SystemExit(f"one-core model run failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])["rate"]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 RSS_CHILD = """
@@ -213,12 +222,14 @@ def main() -> None:
             print(f"score_photos, stand-in model, {n} prep worker(s): {rate:7.1f} photos/s  "
                   f"({rate / ceiling[1]:.2f}x 1; target at {cores}: >= 1.8x)")
         faces_per_s = max(model_only(model), model_only(model))
-        one_core = model_one_core()
+        child = model_one_core()
+        one_core = child["rate"]
         real = {n: best(args.repeats, scoring, rows, root, model, n) for n in sorted({1, cores})}
         ideal = cores / (1 / prep[1] + 1 / one_core)
         optimistic = cores / (1 / prep[1] + 1 / faces_per_s)
         print(f"model alone: {one_core:.1f} faces/s on one core ({1000 / one_core:.1f} ms a "
-              f"face), {faces_per_s:.1f} on all {cores} ({1000 / faces_per_s:.1f} ms); prep on "
+              f"face, {child['cores']:.2f} cores busy), {faces_per_s:.1f} on all {cores} "
+              f"({1000 / faces_per_s:.1f} ms); prep on "
               f"one thread {1000 / prep[1]:.1f} ms a photo")
         print(f"ideal for {cores} cores, C / (prep_1 + model_1) with both on one core: "
               f"{ideal:.1f} photos/s (the model's {cores}-core wall time in place of model_1 "
