@@ -154,11 +154,17 @@ def model_one_core() -> dict:
     """Faces/s of the model alone with TensorFlow on one intra-op and one inter-op thread
     (intra-op alone is not enough: the inter-op pool still runs independent ops beside it,
     1.13 cores busy), and the cores it kept busy (CPU time / wall time, ~1.0)."""
-    code = MODEL_CHILD.format(root=str(ROOT), bench=str(ROOT / "bench"))
+    return run_child(MODEL_CHILD.format(root=str(ROOT), bench=str(ROOT / "bench")),
+                     "one-core model run")
+
+
+def run_child(code: str, what: str) -> dict:
+    """Run `code` in a fresh Python (its own TensorFlow threads, its own peak RSS) and
+    return the JSON object its last line prints."""
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     if out.returncode:
-        raise SystemExit(f"one-core model run failed:\n{out.stderr[-3000:]}")
+        raise SystemExit(f"{what} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -180,11 +186,7 @@ def peak_rss(folder: Path, n: int, workers: int) -> dict:
     """Peak RSS (MiB) and photos/s of a fresh scoring process over `n` photos."""
     code = RSS_CHILD.format(root=str(ROOT), bench=str(ROOT / "bench"), folder=str(folder),
                             n=n, workers=workers)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    if out.returncode:
-        raise SystemExit(f"RSS run failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(code, "RSS run")
 
 
 def best(repeats: int, fn, *args) -> float:
@@ -247,8 +249,12 @@ def main() -> None:
               f"MiB, {args.large} photos {large['rss']:.0f} MiB "
               f"({large['rss'] / small['rss']:.2f}x; flat is ~1.0x); {large['rate']:.1f} "
               f"photos/s over the large day")
-    print(f"bench took {time.time() - began:.0f}s; load average {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} CPUs (well above the core count: the machine was busy)")
+    load = os.getloadavg()[0]
+    # The bench itself keeps about `cores` busy; a load beyond that is someone else's work.
+    verdict = ("well above the core count: the machine was busy" if load > cores + 1
+               else "the bench's own work: the machine was otherwise quiet")
+    print(f"bench took {time.time() - began:.0f}s; load average {load:.1f} on "
+          f"{os.cpu_count()} CPUs ({verdict})")
 
 
 if __name__ == "__main__":
