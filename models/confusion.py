@@ -1,0 +1,197 @@
+"""The model's confusion over ages, measured on validation faces the way the job sees them.
+
+Marketing tables are built from many shoppers' age groups, so a model that puts shoppers in
+the wrong group half the time (a 5.5-year error against 7-10-year groups) biases every share
+and lift toward the middle group. `analytics.estimates` removes that bias, and it needs to
+know how the model errs: for each true age, how often each estimated age comes out. That is
+this module's confusion, counts of (true whole-year age, estimated whole-year age) pairs.
+
+It is measured under the crop contract: each validation face is pasted into a checkout scene
+(demo/scenes.py), and the scene goes through the job's own path (decode, detect, crop,
+model: `models.score.score_batch`), so the errors of detection and framing are in it too.
+Ages, not groups, are stored, so the confusion holds for any --age-bins; the counts are kept
+(not rates) so a reader knows how sure each row is (`analytics.estimates` resamples them).
+It lives on the model card under "confusion"; `ageseg train` writes it for every new model
+and `ageseg confusion MODEL --faces DIR` adds it to an existing model without retraining.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+MAX_AGE = 100  # estimated and true ages are clipped to 0..MAX_AGE whole years
+CARD_KEY = "confusion"
+
+
+@dataclass(frozen=True)
+class Confusion:
+    """Counts of (true age, estimated age) in whole years, 0..MAX_AGE each, plus the faces
+    of each true age that came out with no estimate (no face found)."""
+
+    counts: np.ndarray  # (MAX_AGE + 1, MAX_AGE + 1) int64: [true year, estimated year]
+    unaged: np.ndarray  # (MAX_AGE + 1,) int64: faces of that true age with no estimate
+    source: str = ""  # what was measured: faces, split, detector, when
+
+    @classmethod
+    def from_ages(cls, true_ages: Iterable[float], estimated: Iterable[float],
+                  source: str = "") -> Confusion:
+        """Counts from paired ages; a NaN estimate counts as unaged."""
+        true = np.clip(np.floor(np.asarray(list(true_ages), np.float64)), 0, MAX_AGE)
+        est = np.asarray(list(estimated), np.float64)
+        aged = ~np.isnan(est)
+        counts = np.zeros((MAX_AGE + 1, MAX_AGE + 1), np.int64)
+        np.add.at(counts, (true[aged].astype(int),
+                           np.clip(np.floor(est[aged]), 0, MAX_AGE).astype(int)), 1)
+        unaged = np.bincount(true[~aged].astype(int), minlength=MAX_AGE + 1).astype(np.int64)
+        return cls(counts, unaged, source)
+
+    @property
+    def faces(self) -> int:
+        return int(self.counts.sum() + self.unaged.sum())
+
+    def to_card(self) -> dict[str, Any]:
+        """JSON for the card: the non-zero cells as [true, estimated, count] triples."""
+        true, est = np.nonzero(self.counts)
+        return {
+            "kind": "true_year x estimated_year counts",
+            "max_age": MAX_AGE,
+            "faces": self.faces,
+            "pairs": [[int(t), int(e), int(self.counts[t, e])] for t, e in zip(true, est)],
+            "unaged": {str(int(t)): int(n) for t, n in enumerate(self.unaged) if n},
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_card(cls, card: Mapping[str, Any]) -> Confusion | None:
+        """The card's confusion, or None for a model measured before it existed."""
+        entry = card.get(CARD_KEY)
+        if not isinstance(entry, Mapping) or not entry.get("pairs"):
+            return None
+        counts = np.zeros((MAX_AGE + 1, MAX_AGE + 1), np.int64)
+        for true, est, n in entry["pairs"]:
+            counts[min(int(true), MAX_AGE), min(int(est), MAX_AGE)] += int(n)
+        unaged = np.zeros(MAX_AGE + 1, np.int64)
+        for true, n in (entry.get("unaged") or {}).items():
+            unaged[min(int(true), MAX_AGE)] += int(n)
+        return cls(counts, unaged, str(entry.get("source", "")))
+
+    def group_accuracy(self, lowers: tuple[int, ...], min_age: int = 0) -> float:
+        """Share of aged faces (true age >= min_age) whose estimate is in their true group."""
+        group = np.searchsorted(np.asarray(lowers), np.arange(MAX_AGE + 1), side="right") - 1
+        counts = self.counts[min_age:]
+        same = group[min_age:, None] == group[None, :]
+        return float((counts * same).sum() / max(1, counts.sum()))
+
+
+# Camera conditions for benches: a checkout camera's usual faults, applied to a scene.
+DEGRADATIONS = ("low_res", "blur", "dark", "noise", "jpeg")
+
+
+def degrade_scene(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One scene as a worse camera would take it: one or two of DEGRADATIONS, moderate.
+
+    A stand-in for the camera-conditions bench's own conditions where that does not exist:
+    downscaled to 40-60 % and back, defocus blur, underexposure, sensor noise, or heavy JPEG.
+    """
+    from PIL import Image, ImageEnhance, ImageFilter
+
+    picture = Image.fromarray(image)
+    for kind in rng.choice(DEGRADATIONS, size=int(rng.integers(1, 3)), replace=False):
+        if kind == "low_res":
+            w, h = picture.size
+            f = float(rng.uniform(0.4, 0.6))
+            picture = picture.resize((int(w * f), int(h * f)), Image.BILINEAR).resize((w, h))
+        elif kind == "blur":
+            picture = picture.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.5, 2.5))))
+        elif kind == "dark":
+            picture = ImageEnhance.Brightness(picture).enhance(float(rng.uniform(0.35, 0.55)))
+        elif kind == "noise":
+            pixels = np.asarray(picture, np.float32) + rng.normal(0, 12.0, image.shape)
+            picture = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        else:
+            buffer = io.BytesIO()
+            picture.save(buffer, format="JPEG", quality=int(rng.integers(12, 25)))
+            picture = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    return np.asarray(picture)
+
+
+def scene_bytes(face_path: Path, rng: np.random.Generator,
+                degrade: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
+                ) -> bytes:
+    """A JPEG checkout scene showing the face file (demo/scenes.py), as the till stores it."""
+    from PIL import Image
+
+    from demo.scenes import render_checkout_scene
+    from models.faces import decode_photo, read_photo
+
+    face = decode_photo(read_photo(Path(face_path)))
+    scene = render_checkout_scene(face, rng, paste="square" if rng.random() < 0.5 else "oval")
+    image = scene.image if degrade is None else degrade(scene.image, rng)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=int(rng.integers(75, 93)))
+    return buffer.getvalue()
+
+
+def age_scenes(faces: pd.DataFrame, model, detector, *, seed: int = 0,
+               degrade: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+               batch_size: int = 32,
+               on_batch: Callable[[int], None] | None = None) -> pd.DataFrame:
+    """Each face (columns path, real_age) as a checkout scene through the job's scoring path.
+
+    Returns the faces with `age` (NaN: no face found), `p_under` and `status` added: the
+    estimates the nightly job would write for these shoppers.
+    """
+    from models.score import score_batch
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    rows = list(faces.itertuples(index=False))
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        photos = [(start + i, scene_bytes(Path(r.path), rng, degrade))
+                  for i, r in enumerate(chunk)]
+        frames.append(score_batch(photos, model, detector, batch_size, challenge_age=25.0))
+        if on_batch:
+            on_batch(len(chunk))
+    scored = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["age", "p_under", "status"])
+    out = faces.reset_index(drop=True).copy()
+    out["age"] = scored["age"].astype("float64").to_numpy()
+    out["p_under"] = scored["p_under"].to_numpy()
+    out["status"] = scored["status"].to_numpy()
+    return out
+
+
+def measure_confusion(val_faces: pd.DataFrame, model, detector, *, seed: int = 0,
+                      on_batch: Callable[[int], None] | None = None) -> Confusion:
+    """The model's confusion on `val_faces` (path, real_age) as checkout scenes."""
+    aged = age_scenes(val_faces, model, detector, seed=seed, on_batch=on_batch)
+    source = (f"{len(val_faces)} validation faces as checkout scenes, detector "
+              f"{detector.name}, measured {dt.date.today().isoformat()}")
+    return Confusion.from_ages(aged["real_age"], aged["age"], source)
+
+
+def validation_faces(card: Mapping[str, Any], faces_dir: Path) -> pd.DataFrame:
+    """The validation split the card's recipe held out, from FACES_DIR (labels.csv,
+    final_files/): columns path, real_age."""
+    from models.labels import load_labels, split_labels
+
+    recipe = card.get("recipe", {})
+    frame = load_labels(faces_dir / "labels.csv", faces_dir / "final_files").frame
+    val = split_labels(frame, recipe.get("seed", 1337), recipe.get("val_frac", 0.1),
+                       recipe.get("test_frac", 0.15))["val"]
+    return val.assign(path=[str(faces_dir / "final_files" / n) for n in val["file_name"]])[
+        ["path", "real_age"]].reset_index(drop=True)
+
+
+def with_confusion(card: Mapping[str, Any], confusion: Confusion) -> dict[str, Any]:
+    """A copy of the card carrying `confusion`."""
+    return {**card, CARD_KEY: confusion.to_card()}
