@@ -30,6 +30,17 @@ from analytics.compliance import (
     summarise_marks,
 )
 from analytics.day_aggregates import aggregate_day
+from analytics.estimates import CONFUSION, EstimateOptions
+from analytics.group_estimates import (
+    attach,
+    bins_of,
+    day_estimates,
+    group_labels,
+    hard_cells,
+    note,
+    with_year_labels,
+    year_rows,
+)
 from analytics.parquet import (
     PartitionUnreadable,
     delete_partitions_before,
@@ -38,15 +49,17 @@ from analytics.parquet import (
     write_partitions,
 )
 from analytics.recommendations import affinity_counts, window_recommendations
-from analytics.summaries import category_cells, sales_from_cells
+from analytics.summaries import age_mix_table, category_cells, sales_from_cells
 from sql.engine import with_retries
 
 # Marketing root (aggregates, small cells suppressed).
 SALES = "sales_by_age_group"
 RECOMMENDATIONS = "recommendations"
+AGE_MIX = "age_mix"  # the corrected age-group mix of each store's receipts, and the chain's
 # Restricted root.
 ESTIMATES = "age_estimates"
 AFFINITY = "affinity_counts"
+AGE_HISTOGRAMS = "age_histograms"  # receipts per store x category x estimated year
 COMPLIANCE = "compliance"
 COMPLIANCE_SALES = "compliance_sales"
 COMPLIANCE_SUMMARY = "compliance_summary"
@@ -65,6 +78,7 @@ class DayOptions:
     compliance_retention_days: int = 90
     today: dt.date | None = None  # retention counts back from here; None: the clock's today
     flag_probability: float | None = None  # None: the model card's operating point
+    estimate: EstimateOptions | None = EstimateOptions()  # None: no corrected estimates
 
     def flag_rule(self, card: Mapping[str, object]) -> float | None:
         """The P(under the challenge age) at which a sale is flagged: the operator's
@@ -90,6 +104,7 @@ class DayTables:
     marketing: dict[str, pd.DataFrame] = field(default_factory=dict)
     restricted: dict[str, pd.DataFrame] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # lines for the log (what was estimated how)
 
 
 def build_day_tables(
@@ -103,13 +118,28 @@ def build_day_tables(
     face_count) and the model card (for the compliance error bands). Writes nothing."""
     flag_probability = options.flag_rule(card)
     joined = [c for c in ("receipt_id", "age_group", "age", "p_under") if c in estimates]
+    groups = group_labels(estimates) if "age_group" in estimates else []
+    bins = bins_of(groups) if options.estimate is not None and "age" in estimates else None
+    # One pass over the lines, counted per "group|estimated year": the hard cells and the
+    # estimator's histograms both come from it (analytics/group_estimates.py).
+    counted = with_year_labels(estimates[joined]) if bins is not None else estimates[joined]
     aggregates = with_retries(lambda: aggregate_day(
-        engine, day, estimates[joined],
+        engine, day, counted,
         challenge_age=options.challenge_age, flag_probability=flag_probability,
         unknown=UNKNOWN))
     cells = aggregates.cells
     tables = DayTables()
-    tables.marketing[SALES] = sales_from_cells(category_cells(cells), options.min_cell)
+    est = None
+    if bins is not None:
+        rows = year_rows(cells)
+        cells = hard_cells(cells, groups)
+        est = day_estimates(rows, card, bins, options.estimate)
+        tables.restricted[AGE_HISTOGRAMS] = rows
+        tables.notes.append(note(est.kind))
+    tables.marketing[SALES] = sales_from_cells(attach(category_cells(cells), est),
+                                               options.min_cell)
+    if est is not None:
+        tables.marketing[AGE_MIX] = age_mix_table(cells, est.frame, options.min_cell)
     affinity = affinity_counts(cells)
     tables.restricted[ESTIMATES] = estimates
     tables.restricted[AFFINITY] = affinity
@@ -128,6 +158,7 @@ def build_day_tables(
         "lines": int(cells["lines"].sum()),
         "cells": len(tables.marketing[SALES]),
         "suppressed_cells": int(tables.marketing[SALES]["suppressed"].sum()),
+        "estimated_with_confusion": int(est is not None and est.kind == CONFUSION),
         "recommendations": len(tables.marketing[RECOMMENDATIONS]),
         "alcohol_sales": int(aggregates.restricted_sales["alcohol_sales"].sum()),
         "flagged": len(aggregates.flagged),

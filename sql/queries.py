@@ -21,6 +21,7 @@ from sql.schema import (
     MARKETING_TABLES,
     Base,
     CheckoutPhoto,
+    MktAgeMix,
     MktRecommendation,
     MktSalesByAgeGroup,
     Product,
@@ -324,21 +325,37 @@ def replace_receipts(
 
 
 def create_marketing_tables(engine: sa.Engine) -> None:
-    """Create the mkt_* tables if missing: databases set up before they existed get them."""
+    """Create the mkt_* tables if missing: databases set up before they existed get them;
+    tables created before a nullable column existed (the corrected estimates) get it."""
     Base.metadata.create_all(engine, tables=list(MARKETING_TABLES))
+    inspector = sa.inspect(engine)
+    with engine.begin() as conn:
+        for table in MARKETING_TABLES:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in have or not column.nullable:
+                    continue
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(sa.text(
+                    f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 def replace_marketing_day(
-    engine: sa.Engine, day: dt.date, sales: pd.DataFrame, recommendations: pd.DataFrame
+    engine: sa.Engine, day: dt.date, sales: pd.DataFrame, recommendations: pd.DataFrame,
+    age_mix: pd.DataFrame | None = None,
 ) -> dict[str, int]:
-    """Replace `day`'s rows of mkt_sales_by_age_group and mkt_recommendations.
+    """Replace `day`'s rows of mkt_sales_by_age_group and mkt_recommendations (and
+    mkt_age_mix, when the day has that table: days written before it did not).
 
-    Both deletes and both inserts share one transaction: readers see the old day or the new
+    The deletes and inserts share one transaction: readers see the old day or the new
     one, and publishing a day twice leaves one copy. Returns rows inserted per table.
     """
     counts = {}
+    tables = [(MktSalesByAgeGroup, sales), (MktRecommendation, recommendations)]
+    if age_mix is not None:
+        tables.append((MktAgeMix, age_mix))
     with engine.begin() as conn:
-        for model, frame in ((MktSalesByAgeGroup, sales), (MktRecommendation, recommendations)):
+        for model, frame in tables:
             table = model.__table__
             rows = frame.assign(day=day)
             _table(table.name, rows)  # refuse columns the table does not have

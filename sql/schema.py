@@ -134,6 +134,12 @@ class MktSalesByAgeGroup(Base):
     items: Mapped[int | None] = mapped_column(Integer, nullable=True)
     revenue: Mapped[Decimal | None] = mapped_column(Numeric(14, 2), nullable=True)
     share_of_store_revenue: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Corrected for the model's error (analytics/estimates.py): receipts the group's
+    # shoppers really made, with a 90 % interval, and their revenue. Null where suppressed.
+    est_receipts: Mapped[float | None] = mapped_column(Float, nullable=True)
+    est_receipts_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    est_receipts_high: Mapped[float | None] = mapped_column(Float, nullable=True)
+    est_revenue: Mapped[Decimal | None] = mapped_column(Numeric(14, 2), nullable=True)
     suppressed: Mapped[bool] = mapped_column(Boolean)
     model_version: Mapped[str] = mapped_column(String(200))
 
@@ -162,12 +168,40 @@ class MktRecommendation(Base):
     base_share: Mapped[float] = mapped_column(Float)
     lift: Mapped[float] = mapped_column(Float)
     lift_low: Mapped[float] = mapped_column(Float)
+    # The same, from the corrected estimates (null on product rows and older days).
+    est_share: Mapped[float | None] = mapped_column(Float, nullable=True)
+    est_lift: Mapped[float | None] = mapped_column(Float, nullable=True)
+    est_lift_low: Mapped[float | None] = mapped_column(Float, nullable=True)
     window_start: Mapped[dt.date] = mapped_column(Date)
     window_end: Mapped[dt.date] = mapped_column(Date)
     window_days: Mapped[int] = mapped_column(Integer)
     model_version: Mapped[str] = mapped_column(String(200))
 
 
-MARKETING_TABLES = (MktSalesByAgeGroup.__table__, MktRecommendation.__table__)
+class MktAgeMix(Base):
+    """`age_mix` for one day per `day`: each store's (store_id NULL: the chain's) receipts
+    per age group, observed and corrected, with the corrected share and its interval."""
+
+    __tablename__ = "mkt_age_mix"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    day: Mapped[dt.date] = mapped_column(Date, index=True)
+    scope: Mapped[str] = mapped_column(String(10))  # "chain" or "store"
+    store_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    store_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    age_group: Mapped[str] = mapped_column(String(20))
+    receipts: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    est_receipts: Mapped[float | None] = mapped_column(Float, nullable=True)
+    est_receipts_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    est_receipts_high: Mapped[float | None] = mapped_column(Float, nullable=True)
+    est_share: Mapped[float | None] = mapped_column(Float, nullable=True)
+    est_share_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    est_share_high: Mapped[float | None] = mapped_column(Float, nullable=True)
+    suppressed: Mapped[bool] = mapped_column(Boolean)
+    model_version: Mapped[str] = mapped_column(String(200))
+
+
+MARKETING_TABLES = (MktSalesByAgeGroup.__table__, MktRecommendation.__table__,
+                    MktAgeMix.__table__)
 # What the job writes: in its own database (--db-url) when the till data is read elsewhere.
 JOB_TABLES = (Run.__table__, Quarantine.__table__, *MARKETING_TABLES)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from PIL import Image
@@ -62,7 +63,18 @@ def test_publish_twice_leaves_one_copy(month, db_url):
                     & (recs["level"] == "category")]
     assert sorted(top["category"]) == sorted(expected["category"])
     hidden = pd.read_sql("select * from mkt_sales_by_age_group where suppressed", engine)
-    assert len(hidden) and hidden[["receipts", "items", "revenue"]].isna().all().all()
+    estimates = ["est_receipts", "est_receipts_low", "est_receipts_high", "est_revenue"]
+    assert len(hidden) and hidden[["receipts", "items", "revenue", *estimates]].isna().all().all()
+    # The corrected estimates travel with the observed counts, and the age mix beside them.
+    shown = pd.read_sql(sa.text("select * from mkt_sales_by_age_group where not suppressed "
+                                "and day = :d"), engine, params={"d": LAST_DAY})
+    assert shown[estimates].notna().all().all()
+    assert (shown["est_receipts_low"] <= shown["est_receipts"] + 1e-9).all()
+    assert shown["est_receipts"].sum() == pytest.approx(
+        sales.loc[~sales["suppressed"], "est_receipts"].sum())
+    mix = pd.read_sql(sa.text("select * from mkt_age_mix where day = :d"), engine,
+                      params={"d": LAST_DAY})
+    assert set(mix["scope"]) == {"store", "chain"} and mix["est_share"].notna().any()
 
     # The README's SQL runs as written on the published tables.
     for sql in _blocks("sql", "mkt_"):

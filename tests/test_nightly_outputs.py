@@ -40,9 +40,19 @@ def test_nightly_writes_marketing_and_restricted_tables(sqlite_url, tmp_path,
     def tables(root):
         return {p.name for p in root.iterdir() if not p.name.startswith("_")}
 
-    assert tables(tmp_path / "marketing") == {"sales_by_age_group", "recommendations"}
+    assert tables(tmp_path / "marketing") == {"sales_by_age_group", "recommendations",
+                                              "age_mix"}
     assert tables(restricted) == {"age_estimates", "affinity_counts", "compliance",
-                                  "compliance_sales", "compliance_summary"}
+                                  "compliance_sales", "compliance_summary", "age_histograms"}
+    # The corrected estimates ride beside the observed counts and are hidden with them.
+    marketing = pd.read_parquet(tmp_path / "marketing" / "sales_by_age_group" / f"dt={DAY}")
+    shown = marketing.loc[~marketing["suppressed"]]
+    hidden = marketing.loc[marketing["suppressed"]]
+    assert shown["est_receipts"].notna().all() and hidden["est_receipts"].isna().all()
+    assert (shown["est_receipts_low"] <= shown["est_receipts"]).all()
+    assert (shown["est_receipts"] <= shown["est_receipts_high"]).all()
+    mix = pd.read_parquet(tmp_path / "marketing" / "age_mix" / f"dt={DAY}")
+    assert set(mix["scope"]) == {"store", "chain"}
     assert not (restricted / "compliance" / f"dt={ANCIENT}").exists()
 
     # --challenge-age 200 flags every age-restricted sale that has an age estimate.

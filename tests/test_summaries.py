@@ -96,8 +96,10 @@ def test_sales_by_age_group_counts_distinct_receipts_and_suppresses_small_cells(
 
     assert table.columns.tolist() == [
         "store_id", "store_name", "age_group", "category", "receipts", "items", "revenue",
-        "share_of_store_revenue", "suppressed",
+        "share_of_store_revenue", "est_receipts", "est_receipts_low", "est_receipts_high",
+        "est_revenue", "suppressed",
     ]
+    assert table["est_receipts"].isna().all()  # joined purchases carry no corrected estimate
     beer = table.iloc[0]
     assert (beer["store_id"], beer["age_group"], beer["category"]) == (1, "18-24", "beer")
     assert (beer["receipts"], beer["items"], beer["revenue"]) == (3, 10, 50.0)
@@ -181,7 +183,9 @@ def test_sales_by_age_group_orders_rows_and_types_columns():
     assert {c: str(t) for c, t in table.dtypes.items()} == {
         "store_id": "int64", "store_name": "str", "age_group": "str", "category": "str",
         "receipts": "Int64", "items": "Int64", "revenue": "Float64",
-        "share_of_store_revenue": "Float64", "suppressed": "bool",
+        "share_of_store_revenue": "Float64", "est_receipts": "Float64",
+        "est_receipts_low": "Float64", "est_receipts_high": "Float64", "est_revenue": "Float64",
+        "suppressed": "bool",
     }
 
 
