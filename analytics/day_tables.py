@@ -140,7 +140,10 @@ def build_day_tables(
                                                options.min_cell)
     if est is not None:
         tables.marketing[AGE_MIX] = age_mix_table(cells, est.frame, options.min_cell)
-    affinity = affinity_counts(cells)
+    # Recommendations rank on corrected lifts only where the model's confusion corrected
+    # them; the fallback's assumed error is good for the mix, not for reordering lists.
+    corrected = est is not None and est.kind == CONFUSION
+    affinity = affinity_counts(cells, est.frame if corrected else None)
     tables.restricted[ESTIMATES] = estimates
     tables.restricted[AFFINITY] = affinity
 

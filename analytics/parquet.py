@@ -176,34 +176,47 @@ def partition_files(root: Path, table: str, start: dt.date, end: dt.date
 
 
 def union_days_sql(con: Any, days: Iterable[pd.DataFrame | Path], columns: Sequence[str],
-                   *, day_order: bool = False) -> str | None:
+                   *, day_order: bool = False, optional: Mapping[str, str] | None = None
+                   ) -> str | None:
     """SQL over the rows of `days` (frames, or partition files; oldest first) for the DuckDB
     connection `con`: one UNION ALL of `columns`, the frames registered in `con`, the files
-    read in one scan. With `day_order`, a `day_order` column gives each row's day position
-    (later days higher). None when there are no days.
+    read in one scan per set of columns they hold. With `day_order`, a `day_order` column
+    gives each row's day position (later days higher). `optional` (column: SQL type) names
+    columns that days written by an older version lack: they read as typed nulls. None when
+    there are no days.
     """
-    select = ", ".join(f'"{c}"' for c in columns)
+    optional = dict(optional or {})
     parts: list[str] = []
-    files: list[str] = []
-    file_orders: list[int] = []
+    files: dict[tuple[str, ...], list[tuple[int, str]]] = {}
     for order, day in enumerate(days):
         if isinstance(day, pd.DataFrame):
+            have = [c for c in columns if c in day.columns or c not in optional]
             con.register(f"day_{order}",
-                         pa.Table.from_pandas(day[list(columns)], preserve_index=False))
+                         pa.Table.from_pandas(day[have], preserve_index=False))
             extra = f", {order} AS day_order" if day_order else ""
-            parts.append(f"SELECT {select}{extra} FROM day_{order}")
+            parts.append(f"SELECT {_select(columns, have, optional)}{extra} FROM day_{order}")
         else:
-            files.append("'" + str(day).replace("'", "''") + "'")
-            file_orders.append(order)
-    if files:
-        quoted = ", ".join(files)
+            names = set(pq.read_schema(day).names) if optional else set()
+            missing = tuple(c for c in optional if c in columns and c not in names)
+            files.setdefault(missing, []).append((order, "'" + str(day).replace("'", "''") + "'"))
+    for missing, group in files.items():
+        have = [c for c in columns if c not in missing]
+        select = _select(columns, have, optional)
+        quoted = ", ".join(name for _, name in group)
+        orders = [order for order, _ in group]
         if day_order:  # each row's order from its file's place in the list
-            parts.append(f"SELECT {select}, list_extract({file_orders}, list_position("
+            parts.append(f"SELECT {select}, list_extract({orders}, list_position("
                          f"[{quoted}], filename)) AS day_order "
                          f"FROM read_parquet([{quoted}], filename = true)")
         else:
             parts.append(f"SELECT {select} FROM read_parquet([{quoted}])")
     return " UNION ALL ".join(parts) if parts else None
+
+
+def _select(columns: Sequence[str], have: Sequence[str], optional: Mapping[str, str]) -> str:
+    """The select list: present columns by name, absent optional ones as typed nulls."""
+    return ", ".join(f'"{c}"' if c in have else f'CAST(NULL AS {optional[c]}) AS "{c}"'
+                     for c in columns)
 
 
 def iter_partitions(

@@ -54,7 +54,15 @@ AFFINITY_DTYPES = {
     "receipts": "int64",
     "items": "int64",
     "revenue": "float64",
+    # Corrected receipts of the group and of each category (analytics/estimates.py) and the
+    # variance of that estimate (from its 90 % interval); null on product rows and where
+    # the day was not estimated. Days add up: a window's estimate is the sum of its days'.
+    "est_receipts": "float64",
+    "est_var": "float64",
 }
+# Columns a day written before the corrected estimates lacks: read as nulls.
+OPTIONAL_AFFINITY = {"est_receipts": "DOUBLE", "est_var": "DOUBLE"}
+Z90 = 1.6448536269514722
 RECOMMENDATION_DTYPES = {
     "scope": "str",
     "store_id": "Int64",  # null on chain-wide rows
@@ -73,18 +81,24 @@ RECOMMENDATION_DTYPES = {
     "base_share": "float64",
     "lift": "float64",
     "lift_low": "float64",
+    "est_share": "float64",  # the same three from the corrected estimates (category rows)
+    "est_lift": "float64",
+    "est_lift_low": "float64",
     "window_start": "object",  # datetime.date
     "window_end": "object",
     "window_days": "int64",
 }
 
 
-def affinity_counts(cells: pd.DataFrame) -> pd.DataFrame:
+def affinity_counts(cells: pd.DataFrame, estimates: pd.DataFrame | None = None
+                    ) -> pd.DataFrame:
     """The day's internal counts from product cells (day_aggregates.aggregate_day's `cells`).
 
     Rows per store x age group: one `group` row (all its receipts), one `category` row per
     category and one `product` row per product, each with distinct receipts, items and
     revenue. Counts add up across days, since a receipt belongs to one day and one store.
+    `estimates` (analytics.group_estimates.DayEstimates.frame) adds the corrected receipts
+    and their variance to the group and category rows.
     """
     require_columns(cells, ["store_id", "store_name", "age_group", "category", "product_id",
                             "product_name", "receipts", "category_receipts", "group_receipts",
@@ -100,6 +114,16 @@ def affinity_counts(cells: pd.DataFrame) -> pd.DataFrame:
     parts = [groups.assign(level=GROUP), categories.assign(level=CATEGORY),
              products.assign(level=PRODUCT)]
     frame = pd.concat([_plain(part) for part in parts], ignore_index=True)
+    if estimates is not None and not estimates.empty:
+        est = estimates.loc[estimates["store_id"] >= 0]  # not the chain-wide unit
+        est = est.assign(level=np.where(est["category"].isna(), GROUP, CATEGORY),
+                         est_var=((est["est_receipts_high"] - est["est_receipts_low"])
+                                  / (2 * Z90)) ** 2)
+        keys = ["store_id", "age_group", "level", "category"]
+        est = est[[*keys, "est_receipts", "est_var"]].astype({"age_group": object,
+                                                              "category": object})
+        frame = frame.astype({"age_group": object, "category": object}).merge(
+            est, on=keys, how="left")
     return _typed(frame, AFFINITY_DTYPES)
 
 
@@ -127,7 +151,8 @@ def window_counts(days: Iterable[pd.DataFrame | Path]) -> pd.DataFrame:
 def recommendations(counts: pd.DataFrame, **options: Any) -> pd.DataFrame:
     """`window_recommendations` for affinity counts already summed over the window
     (`window_counts`); the keyword options are the same."""
-    require_columns(counts, list(AFFINITY_DTYPES), "affinity counts")
+    require_columns(counts, [c for c in AFFINITY_DTYPES if c not in OPTIONAL_AFFINITY],
+                    "affinity counts")
     return window_recommendations([counts], **options)
 
 
@@ -185,7 +210,8 @@ def _register_window(con: duckdb.DuckDBPyConnection, days: Iterable[pd.DataFrame
     latest day an id appears in, `product_names` and `store_names` (from group rows, which
     every store with receipts has). Names are looked up by id, not summed with the keys:
     carrying two strings through the 45 M-row sum would cost more than the sum itself."""
-    union = union_days_sql(con, days, list(AFFINITY_DTYPES), day_order=True)
+    union = union_days_sql(con, days, list(AFFINITY_DTYPES), day_order=True,
+                           optional=OPTIONAL_AFFINITY)
     if union is None:
         return False
     con.execute(f"CREATE TEMP VIEW days AS {union}")
@@ -193,7 +219,11 @@ def _register_window(con: duckdb.DuckDBPyConnection, days: Iterable[pd.DataFrame
     con.execute(f"""
         CREATE TEMP TABLE window_sums AS
         SELECT {keys}, CAST(SUM(receipts) AS BIGINT) AS receipts,
-               CAST(SUM(items) AS BIGINT) AS items, SUM(revenue) AS revenue
+               CAST(SUM(items) AS BIGINT) AS items, SUM(revenue) AS revenue,
+               -- a window estimate only where every day of it has one
+               CASE WHEN COUNT(est_receipts) = COUNT(*) THEN SUM(est_receipts) END
+                   AS est_receipts,
+               CASE WHEN COUNT(est_var) = COUNT(*) THEN SUM(est_var) END AS est_var
         FROM days GROUP BY {keys}
     """)
     con.execute("""
@@ -215,16 +245,20 @@ def _register_window(con: duckdb.DuckDBPyConnection, days: Iterable[pd.DataFrame
 _RECOMMEND_SQL = """
 WITH scoped AS (
     SELECT $store AS scope, coalesce(store_id, $no_id) AS store_id, age_group, level,
-           category, coalesce(product_id, $no_id) AS product_id, receipts, items, revenue
+           category, coalesce(product_id, $no_id) AS product_id, receipts, items, revenue,
+           est_receipts, est_var
     FROM window_sums
     UNION ALL
     SELECT $chain, $no_id, age_group, level, category, coalesce(product_id, $no_id),
-           SUM(receipts), SUM(items), SUM(revenue)
+           SUM(receipts), SUM(items), SUM(revenue),
+           CASE WHEN COUNT(est_receipts) = COUNT(*) THEN SUM(est_receipts) END,
+           CASE WHEN COUNT(est_var) = COUNT(*) THEN SUM(est_var) END
     FROM window_sums
     GROUP BY age_group, level, category, coalesce(product_id, $no_id)
 ),
 groups AS (
-    SELECT scope, store_id, age_group, SUM(receipts) AS group_receipts
+    SELECT scope, store_id, age_group, SUM(receipts) AS group_receipts,
+           SUM(est_receipts) AS est_group, SUM(est_var) AS est_group_var
     FROM scoped WHERE level = 'group' GROUP BY ALL
 ),
 totals AS (
@@ -235,7 +269,8 @@ base AS (
     FROM scoped WHERE level <> 'group' GROUP BY ALL
 ),
 shares AS (
-    SELECT i.*, g.group_receipts, t.base_total, b.base_receipts,
+    SELECT i.*, g.group_receipts, g.est_group, g.est_group_var, t.base_total,
+           b.base_receipts,
            i.receipts::DOUBLE / g.group_receipts AS share,
            b.base_receipts::DOUBLE / t.base_total AS base_share
     FROM scoped i
@@ -260,18 +295,31 @@ bounds AS (
     FROM shares
     WHERE group_receipts > 0 AND base_total > 0
 ),
-ranked AS (
+corrected AS (
+    -- The corrected share of the group's receipts and its lower end: the two estimates'
+    -- relative errors combined (delta method on the log share), over base_high as above.
     SELECT *, share_low / base_high AS lift_low,
-           row_number() OVER (PARTITION BY scope, store_id, age_group, level
-                              ORDER BY share_low / base_high DESC, receipts DESC,
-                                       category, product_id) AS rank
+           CASE WHEN est_receipts > 0 AND est_group > 0
+                THEN least(1.0, est_receipts / est_group) END AS est_share,
+           CASE WHEN est_receipts > 0 AND est_group > 0
+                THEN least(1.0, est_receipts / est_group)
+                     * exp(-$z * sqrt(coalesce(est_var, 0) / (est_receipts * est_receipts)
+                                      + coalesce(est_group_var, 0) / (est_group * est_group)))
+                     / base_high END AS est_lift_low
     FROM bounds
-    WHERE lift > 1 AND receipts >= $min_receipts
+),
+ranked AS (
+    SELECT *, est_share / base_share AS est_lift,
+           row_number() OVER (PARTITION BY scope, store_id, age_group, level
+                              ORDER BY coalesce(est_lift_low, lift_low) DESC, receipts DESC,
+                                       category, product_id) AS rank
+    FROM corrected
+    WHERE coalesce(est_share / base_share, lift) > 1 AND receipts >= $min_receipts
 )
 SELECT r.scope, nullif(r.store_id, $no_id) AS store_id, s.store_name, r.age_group, r.level,
        r.category, nullif(r.product_id, $no_id) AS product_id, p.product_name, r.rank,
        r.receipts, r.items, r.revenue, r.group_receipts, r.share, r.base_share, r.lift,
-       r.lift_low
+       r.lift_low, r.est_share, r.est_lift, r.est_lift_low
 FROM ranked r
 LEFT JOIN store_names s ON s.store_id = r.store_id AND r.scope = $store
 LEFT JOIN product_names p ON p.product_id = r.product_id

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics.day_tables import AFFINITY, RECOMMENDATIONS, SALES
+from analytics.day_tables import AFFINITY, AGE_MIX, RECOMMENDATIONS, SALES
 from analytics.parquet import iter_partitions, partition_files, read_partition, write_partition
 from analytics.recommendations import (
     AFFINITY_DTYPES,
@@ -41,7 +41,7 @@ def _counts(rows: list[tuple]) -> pd.DataFrame:
                          product_name=frame["product_id"].map(lambda p: f"p{p}"
                                                               if pd.notna(p) else None),
                          items=frame["receipts"] * 2, revenue=frame["receipts"] * 3.0)
-    return frame[list(AFFINITY_DTYPES)].astype({"product_id": "Int64"})
+    return frame.reindex(columns=list(AFFINITY_DTYPES)).astype({"product_id": "Int64"})
 
 
 def _shop() -> pd.DataFrame:
@@ -90,6 +90,32 @@ def test_lift_and_its_lower_bound():
     assert "newspapers" not in young.index  # bought less than by all shoppers
     assert set(recs["age_group"]) <= {"18-24", "65+"}  # never "unknown"
     assert recs["window_days"].eq(28).all() and recs["window_end"].eq(WINDOW["window_end"]).all()
+
+
+def test_corrected_lift_ranks_where_the_estimates_have_it():
+    """Hard groups pulled pet food's 18-24 buyers toward 25-34; the corrected estimates put
+    them back, and the list ranks on the corrected lower bound."""
+    shop = _shop()
+    est = {("group", None): (1100.0, 400.0), ("category", "energy drinks"): (250.0, 100.0),
+           ("category", "pet food"): (400.0, 400.0), ("category", "absinthe"): (5.0, 4.0),
+           ("category", "newspapers"): (20.0, 25.0)}
+    young = shop["age_group"] == "18-24"
+    for (level, category), (value, var) in est.items():
+        row = young & (shop["level"] == level) & (
+            shop["category"].isna() if category is None else shop["category"] == category)
+        shop.loc[row, ["est_receipts", "est_var"]] = value, var
+    recs = recommendations(shop, min_cell=5, min_support=5, **WINDOW)
+    mine = recs[(recs["scope"] == "store") & (recs["age_group"] == "18-24")].set_index(
+        "category")
+    assert mine.index[0] == "pet food"
+    pet = mine.loc["pet food"]
+    assert pet["est_share"] == pytest.approx(400 / 1100)
+    assert pet["est_lift"] == pytest.approx(400 / 1100 / (55 / 10000))
+    assert pet["est_lift_low"] < pet["est_lift"]
+    assert mine.loc["energy drinks", "est_lift"] == pytest.approx(250 / 1100 / 0.09)
+    # The 65+ rows have no estimate: their list is today's, ranked on the observed bound.
+    old = recs[(recs["scope"] == "store") & (recs["age_group"] == "65+")]
+    assert old["est_lift"].isna().all() and old["rank"].tolist() == sorted(old["rank"])
 
 
 def test_minimum_support_and_suppression():
@@ -206,7 +232,7 @@ def test_month_noise_never_tops_a_list(month):
 def test_month_small_cells_are_suppressed_and_marketing_has_no_ids(month):
     marketing = month.options.output_root
     assert {p.name for p in marketing.iterdir() if not p.name.startswith("_")} == {
-        SALES, RECOMMENDATIONS}
+        SALES, RECOMMENDATIONS, AGE_MIX}
     sales = read_partition(marketing, SALES, LAST_DAY)
     recs = read_partition(marketing, RECOMMENDATIONS, LAST_DAY)
     for table in (sales, recs):
