@@ -11,13 +11,13 @@ The table functions are pure; `write_report` is the only writer (Markdown and PN
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from analytics.age_groups import UNKNOWN
-from analytics.day_tables import RECOMMENDATIONS, SALES
+from analytics.day_tables import AGE_MIX, RECOMMENDATIONS, SALES
 from analytics.parquet import OutputError, read_range
 from analytics.recommendations import age_order
 
@@ -44,12 +44,15 @@ class ReportData:
     top_categories: pd.DataFrame  # age_group, category, revenue, share, rank
     weekly: pd.DataFrame  # week_start, week_end, days, age_group, revenue_per_day, change
     recommended: pd.DataFrame  # age_group, category, rank, receipts, lift, lift_low
+    # Chain-wide over the range, corrected for the model's error (empty before age_mix):
+    # age_group, observed_share, est_share, est_share_low, est_share_high
+    corrected: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def report_data(sales: pd.DataFrame, recommendations: pd.DataFrame, start: dt.date,
-                end: dt.date) -> ReportData:
-    """Tables of the report from the range's sales_by_age_group and recommendations rows
-    (each with a `dt` column, as analytics.parquet.read_range returns them)."""
+                end: dt.date, mix: pd.DataFrame | None = None) -> ReportData:
+    """Tables of the report from the range's sales_by_age_group, recommendations and
+    age_mix rows (each with a `dt` column, as analytics.parquet.read_range returns them)."""
     if sales.empty or "suppressed" not in sales.columns:
         raise NoDataError(f"no sales_by_age_group partitions from {start} to {end}")
     shown = sales.loc[~sales["suppressed"].astype(bool)].copy()
@@ -59,7 +62,30 @@ def report_data(sales: pd.DataFrame, recommendations: pd.DataFrame, start: dt.da
         first=min(sales["dt"]), last=max(sales["dt"]),
         hidden_cells=int(sales["suppressed"].sum()), cells=len(sales),
         mix=age_mix(shown), top_categories=top_categories(shown),
-        weekly=week_over_week(shown, end), recommended=chain_categories(recommendations))
+        weekly=week_over_week(shown, end), recommended=chain_categories(recommendations),
+        corrected=corrected_mix(mix if mix is not None else pd.DataFrame()))
+
+
+def corrected_mix(mix: pd.DataFrame) -> pd.DataFrame:
+    """The chain's receipts per age group over the range: the observed share (hard groups)
+    beside the corrected share and its 90 % interval. Interval ends are summed over days,
+    which is conservative (days' errors partly cancel). Known groups only."""
+    columns = ["age_group", "observed_share", "est_share", "est_share_low", "est_share_high"]
+    if mix.empty or "scope" not in mix.columns:
+        return pd.DataFrame(columns=columns)
+    chain = mix[(mix["scope"] == "chain") & (mix["age_group"] != UNKNOWN)
+                & ~mix["suppressed"].astype(bool)]
+    sums = chain.groupby("age_group", as_index=False)[
+        ["receipts", "est_receipts", "est_receipts_low", "est_receipts_high"]].sum()
+    total, observed = sums["est_receipts"].sum(), sums["receipts"].sum()
+    if total <= 0 or observed <= 0:
+        return pd.DataFrame(columns=columns)
+    out = pd.DataFrame({"age_group": sums["age_group"],
+                        "observed_share": sums["receipts"].astype(float) / observed,
+                        "est_share": sums["est_receipts"].astype(float) / total,
+                        "est_share_low": sums["est_receipts_low"].astype(float) / total,
+                        "est_share_high": sums["est_receipts_high"].astype(float) / total})
+    return _by_age(out)
 
 
 def age_mix(shown: pd.DataFrame) -> pd.DataFrame:
@@ -117,13 +143,16 @@ def write_report(output_root: Path, start: dt.date, end: dt.date, out_dir: Path)
     if end < start:
         raise ValueError(f"the range ends ({end}) before it starts ({start})")
     data = report_data(read_range(output_root, SALES, start, end),
-                       read_range(output_root, RECOMMENDATIONS, start, end), start, end)
+                       read_range(output_root, RECOMMENDATIONS, start, end), start, end,
+                       read_range(output_root, AGE_MIX, start, end))
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         charts = {"mix": _chart_mix(data, out_dir / "age_mix.png"),
                   "top": _chart_top(data, out_dir / "top_categories.png"),
                   "weekly": _chart_weekly(data, out_dir / "week_over_week.png")}
+        if not data.corrected.empty:
+            charts["corrected"] = _chart_corrected(data, out_dir / "corrected_mix.png")
         target = out_dir / "report.md"
         target.write_text(render_markdown(data, {k: p.name for k, p in charts.items()}))
     except OSError as exc:
@@ -132,7 +161,8 @@ def write_report(output_root: Path, start: dt.date, end: dt.date, out_dir: Path)
 
 
 def render_markdown(data: ReportData, charts: dict[str, str]) -> str:
-    """The report's text; `charts` maps "mix", "top", "weekly" to PNG file names."""
+    """The report's text; `charts` maps "mix", "top", "weekly" (and "corrected" where the
+    range has age_mix) to PNG file names."""
     mix = data.mix.groupby(["store_name", "age_group"], as_index=False)["revenue"].sum()
     mix["share"] = mix["revenue"] / mix.groupby("store_name")["revenue"].transform("sum")
     store_mix = mix.pivot(index="store_name", columns="age_group", values="share")
@@ -162,6 +192,25 @@ def render_markdown(data: ReportData, charts: dict[str, str]) -> str:
         "",
         markdown_table(store_mix.reset_index()),
         "",
+    ]
+    if "corrected" in charts:
+        corrected = data.corrected.assign(**{c: (data.corrected[c] * 100).round(1)
+                                             for c in data.corrected.columns[1:]})
+        lines += [
+            "## Who shops, corrected for the model's error",
+            "",
+            f"![Share of receipts by age group, observed and corrected]({charts['corrected']})",
+            "",
+            "Chain-wide share of receipts with an age estimate, by age group (%): `observed` "
+            "counts each receipt in its estimated group (pulled toward the middle groups by "
+            "the model's error); `est` is corrected for that error (`age_mix.est_share`: "
+            "with the confusion on the model card, or a Gaussian error of the card's MAE "
+            "where it has none, as the nightly log says), with its 90 % interval:",
+            "",
+            markdown_table(corrected),
+            "",
+        ]
+    lines += [
         "## Top categories per age group",
         "",
         f"![Each age group's top categories by revenue]({charts['top']})",
@@ -241,6 +290,25 @@ def _chart_mix(data: ReportData, path: Path) -> Path:
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(groups), title="age group")
     fig.tight_layout(rect=(0, 0.14 / rows, 1, 1))
+    return _save(fig, path, plt)
+
+
+def _chart_corrected(data: ReportData, path: Path) -> Path:
+    plt = _pyplot()
+    frame = data.corrected
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = range(len(frame))
+    ax.bar([i - 0.2 for i in x], frame["observed_share"] * 100, width=0.4,
+           color="tab:gray", label="observed (estimated group)")
+    est = frame["est_share"] * 100
+    errors = [est - frame["est_share_low"] * 100, frame["est_share_high"] * 100 - est]
+    ax.bar([i + 0.2 for i in x], est, width=0.4, color="tab:blue", yerr=errors, capsize=3,
+           label="corrected, 90 % interval")
+    ax.set_xticks(list(x), frame["age_group"])
+    ax.set_xlabel("age group")
+    ax.set_ylabel("% of receipts")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     return _save(fig, path, plt)
 
 

@@ -96,9 +96,10 @@ def test_report_writes_markdown_and_charts(month, tmp_path, sqlite_url):
     assert result.exit_code == 0, result.output
     text = (out / "report.md").read_text()
     for heading in ("## Age-group mix per store and day", "## Top categories per age group",
-                    "## Week over week"):
+                    "## Week over week", "## Who shops, corrected for the model's error"):
         assert heading in text
-    for chart in ("age_mix.png", "top_categories.png", "week_over_week.png"):
+    for chart in ("age_mix.png", "top_categories.png", "week_over_week.png",
+                  "corrected_mix.png"):
         assert f"]({chart})" in text
         with Image.open(out / chart) as image:
             assert image.format == "PNG" and image.width >= 600
