@@ -77,6 +77,7 @@ class RunSummary:
     quarantine: pd.DataFrame = field(default_factory=pd.DataFrame)
     seconds: float = 0.0
     scoring: ScoringStats | None = None  # how the photos were scored, when this process did
+    notes: list[str] = field(default_factory=list)  # lines for the log (how it estimated)
 
 
 def run_nightly(
@@ -160,6 +161,7 @@ def write_scored_day(
     purged = purge_compliance(options)
 
     summary.counts = {**_counts(photos, scores), **tables.counts, **purged}
+    summary.notes = list(tables.notes)
     summary.quarantine = quarantine
     summary.seconds = round(time.monotonic() - started, 2)
     # The file metadata holds text only; the marker keeps numbers as numbers.

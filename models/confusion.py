@@ -195,3 +195,33 @@ def validation_faces(card: Mapping[str, Any], faces_dir: Path) -> pd.DataFrame:
 def with_confusion(card: Mapping[str, Any], confusion: Confusion) -> dict[str, Any]:
     """A copy of the card carrying `confusion`."""
     return {**card, CARD_KEY: confusion.to_card()}
+
+
+def write_card(path: Path, card: Mapping[str, Any], out: Path | None = None) -> Path:
+    """The model file at `path` with its card replaced, written atomically to `out` (default:
+    `path` itself): the architecture and weights are copied byte for byte, nothing retrained."""
+    import json
+    import os
+    import tempfile
+    import zipfile
+
+    out = Path(out or path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            with zipfile.ZipFile(path) as src, zipfile.ZipFile(fh, "w",
+                                                               zipfile.ZIP_DEFLATED) as dst:
+                for item in src.infolist():
+                    if item.filename == "card.json":
+                        dst.writestr(item, json.dumps(dict(card), indent=2, sort_keys=True))
+                    else:
+                        dst.writestr(item, src.read(item.filename))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
