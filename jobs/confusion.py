@@ -52,8 +52,9 @@ def command(settings: Settings, model_file: Path, faces: Path, out: Path | None,
         confusion = measure_confusion(val, model, detector, seed=seed, on_batch=bar.update)
     target = write_card(model_file, with_confusion(card, confusion), out)
     bins = AgeBins.parse(settings.age_bins)
+    seconds = time.monotonic() - started
     click.echo(f"confusion of model {card.get('version')}: {confusion.faces} validation "
-               f"scenes (each face clean and camera-degraded) in {time.monotonic() - started:.0f} s, "
+               f"scenes (each face clean and camera-degraded) in {seconds:.0f} s, "
                f"{int(confusion.unaged.sum())} without a face; shoppers 14+ in their true "
                f"group {confusion.group_accuracy(bins.lowers, 14):.0%} of the time; "
                f"written to {target}")
