@@ -49,7 +49,10 @@ MIN_SHOPPER_AGE = 14  # shoppers younger than this are not in the confusion's ro
 YEARS = MAX_AGE + 1
 UNKNOWN_YEAR = -1  # receipts without an age estimate
 CONFUSION = "confusion"
-FALLBACK = "no confusion on the model card: Gaussian error of the card's test MAE"
+FALLBACK = ("no confusion on the model card: corrected with the error per age band on its "
+            "card (bias and MAE, from face crops), which corrects less well")
+UNCORRECTED = ("no confusion and no error per age band on the model card: estimates are the "
+               "observed counts, not corrected")
 
 
 @dataclass(frozen=True)
@@ -84,17 +87,19 @@ class ErrorModel:
 
     lowers: tuple[int, ...]
     counts: np.ndarray  # (YEARS, YEARS) [true year, estimated year]; the fallback: None
-    kind: str  # CONFUSION or FALLBACK
-    sigma: float = 6.9  # the fallback's Gaussian error, years
+    kind: str  # CONFUSION, FALLBACK or UNCORRECTED
+    # The fallback's error per true year (FALLBACK): mean estimate and spread, from the
+    # card's bias and MAE per age band; UNCORRECTED: the estimate taken as the truth.
+    band_mean: np.ndarray | None = None
+    band_spread: np.ndarray | None = None
     width: float = 2.0  # years of neighbouring true ages a row borrows from
 
     def likelihood(self, rng: np.random.Generator | None = None) -> np.ndarray:
         """P(estimated year | true year) for the shoppers' true years MIN_SHOPPER_AGE..MAX_AGE:
         (T, YEARS), rows summing to 1; with `rng`, one bootstrap draw of it (the confusion's
         pairs redrawn with Poisson weights)."""
-        years = np.arange(YEARS, dtype=float)
         if self.counts is None:
-            mean, spread = years + 0.5, np.full(YEARS, self.sigma)
+            mean, spread = self.band_mean, self.band_spread
             grid = np.linspace(-4, 4, 161)
             shape = np.exp(-0.5 * grid**2)
         else:
@@ -240,8 +245,32 @@ def error_model(card: Mapping[str, Any], lowers: tuple[int, ...]) -> ErrorModel:
     confusion = Confusion.from_card(card)
     if confusion is not None:
         return ErrorModel(tuple(lowers), confusion.counts, CONFUSION)
-    mae = float((card.get("metrics") or {}).get("test_mae") or 5.5)
-    return ErrorModel(tuple(lowers), None, FALLBACK, sigma=mae * math.sqrt(math.pi / 2))
+    bands = _bands(card)
+    if bands is None:
+        return ErrorModel(tuple(lowers), None, UNCORRECTED)
+    return ErrorModel(tuple(lowers), None, FALLBACK, band_mean=bands[0], band_spread=bands[1])
+
+
+def _bands(card: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Mean estimate and spread per true year from the card's `metrics.by_band` (bias and
+    MAE per age band, e.g. "18-24"), interpolated between the bands' middles; None without
+    at least two usable bands. The spread is the Gaussian's that has that MAE and bias."""
+    rows = []
+    for label, entry in ((card.get("metrics") or {}).get("by_band") or {}).items():
+        if not isinstance(entry, Mapping) or entry.get("mae") is None:
+            continue
+        low, _, high = str(label).rstrip("+").partition("-")
+        if not low.isdigit():
+            continue
+        middle = (int(low) + (int(high) + 1 if high.isdigit() else int(low) + 15)) / 2
+        mae, bias = float(entry["mae"]), float(entry.get("bias") or 0.0)
+        sd = math.sqrt(max(mae**2 * math.pi / 2 - bias**2, 1.0))
+        rows.append((middle, bias, sd))
+    if len(rows) < 2:
+        return None
+    middle, bias, sd = (np.array(v) for v in zip(*sorted(rows)))
+    years = np.arange(YEARS, dtype=float) + 0.5
+    return years + np.interp(years, middle, bias), np.interp(years, middle, sd)
 
 
 def year_groups(lowers: tuple[int, ...]) -> np.ndarray:
@@ -335,6 +364,8 @@ def estimate(h: Histograms, model: ErrorModel, options: EstimateOptions = Estima
     row and a chain's category on the chain's all receipts, which starts from the
     validation faces' ages.
     """
+    if model.kind == UNCORRECTED:
+        return _observed(h, model, options)
     model = dataclasses.replace(model, width=options.confusion_years)
     like = model.likelihood()
     member = model.membership()
@@ -370,6 +401,24 @@ def estimate(h: Histograms, model: ErrorModel, options: EstimateOptions = Estima
         low = np.clip(receipts - np.hypot(receipts - low, held), 0, None)
         high = np.minimum(receipts + np.hypot(high - receipts, held), n[:, None])
     return Estimates(h.units, receipts, low, high, revenue, model.kind)
+
+
+def _observed(h: Histograms, model: ErrorModel, options: EstimateOptions) -> Estimates:
+    """The observed counts per estimated group, with multinomial bootstrap intervals: what a
+    model without any measured error gets (the kind says so)."""
+    groups = year_groups(model.lowers)
+    member = (groups[:, None] == np.arange(len(model.lowers))[None, :]).astype(float)
+    receipts, revenue = h.hist @ member, h.revenue @ member
+    n = h.hist.sum(-1)
+    low = high = receipts
+    if options.replicates > 0 and len(n):
+        rng = np.random.default_rng(options.seed)
+        p = receipts / np.maximum(n[:, None], 1)
+        draws = rng.multinomial(n.astype(np.int64), p, size=(options.replicates, len(n)))
+        tail = (1 - options.level) / 2 * 100
+        low, high = np.percentile(draws, [tail, 100 - tail], axis=0)
+    return Estimates(h.units, receipts, np.minimum(low, receipts), np.maximum(high, receipts),
+                     revenue, model.kind)
 
 
 def _normal_quantile(p: float) -> float:

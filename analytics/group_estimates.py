@@ -19,7 +19,7 @@ import pandas as pd
 
 from analytics.age_groups import UNKNOWN, AgeBins, AgeBinsError
 from analytics.estimates import (
-    FALLBACK,
+    CONFUSION,
     MAX_AGE,
     UNKNOWN_YEAR,
     EstimateOptions,
@@ -166,7 +166,6 @@ def attach(cells: pd.DataFrame, est: DayEstimates | None) -> pd.DataFrame:
 
 def note(kind: str) -> str:
     """One line for the log and the files: what the estimates were corrected with."""
-    if kind == FALLBACK:
-        return ("estimates: " + FALLBACK + " (run `ageseg confusion MODEL --faces DIR` to "
-                "measure it)")
-    return "estimates: corrected with the model card's confusion"
+    if kind == CONFUSION:
+        return "estimates: corrected with the model card's confusion"
+    return f"estimates: {kind} (run `ageseg confusion MODEL --faces DIR` to measure it)"

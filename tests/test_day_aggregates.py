@@ -227,3 +227,26 @@ def test_how_the_day_is_read_never_changes_the_numbers(random_day):
     flagged = restricted.loc[restricted["age"] < 25].sort_values("receipt_id")
     assert default.flagged["receipt_id"].tolist() == flagged["receipt_id"].tolist()
     assert default.restricted_sales["alcohol_sales"].sum() == len(restricted)
+
+
+def test_counting_per_estimated_year_rolls_up_to_the_same_cells(engine):
+    """The night counts receipts per "group|year" (for the corrected estimates) and sums
+    back to groups: exactly the cells that counting per group gives."""
+    from analytics.group_estimates import group_labels, hard_cells, with_year_labels, year_rows
+
+    estimates = _estimates()
+    plain = aggregate_day(engine, DAY, estimates, challenge_age=25)
+    fine = aggregate_day(engine, DAY, with_year_labels(estimates), challenge_age=25)
+    rolled = hard_cells(fine.cells, group_labels(estimates))
+    keys = ["store_id", "age_group", "product_id"]
+    pd.testing.assert_frame_equal(
+        rolled.astype({"age_group": str}).sort_values(keys, ignore_index=True),
+        plain.cells.astype({"age_group": str}).sort_values(keys, ignore_index=True),
+        check_categorical=False)
+    pd.testing.assert_frame_equal(fine.flagged, plain.flagged)
+    rows = year_rows(fine.cells)
+    # Store 1's receipts 1 (19.0), 2 (40.0) and 3 (no photo), one row per estimated year.
+    store = rows[(rows["store_id"] == 1) & rows["category"].isna()].set_index("year")
+    assert store["receipts"].to_dict() == {-1: 1, 19: 1, 40: 1}
+    beer = rows[(rows["store_id"] == 1) & (rows["category"] == "beer")].set_index("year")
+    assert beer["receipts"].to_dict() == {-1: 1, 19: 1}

@@ -199,3 +199,20 @@ def test_sales_by_age_group_empty_and_bad_input():
         sales_by_age_group(_lines([(1, 1, "beer", 1, 5.0)]), min_cell=1)
 
 
+
+
+def test_suppression_hides_the_estimates_of_small_and_complementary_cells():
+    from analytics.summaries import sales_from_cells
+
+    cells = pd.DataFrame({
+        "store_id": 1, "store_name": "A", "age_group": ["18-24", "25-34", "35-44", "65+"],
+        "category": "beer", "receipts": [30, 2, 12, 40], "items": [30, 2, 12, 40],
+        "revenue": [60.0, 4.0, 24.0, 80.0],
+        "est_receipts": [33.2, 5.1, 10.4, 35.3], "est_receipts_low": [25.0, 0.0, 4.0, 28.0],
+        "est_receipts_high": [41.0, 12.0, 17.0, 42.0], "est_revenue": [66.4, 10.2, 20.8, 70.6]})
+    table = sales_from_cells(cells, min_cell=10).set_index("age_group")
+    estimates = ["est_receipts", "est_receipts_low", "est_receipts_high", "est_revenue"]
+    # 25-34 is small; 35-44, the store's next smallest, is hidden with it.
+    assert table.loc[["25-34", "35-44"], "suppressed"].all()
+    assert table.loc[["25-34", "35-44"], estimates].isna().all().all()
+    assert table.loc["18-24", "est_receipts"] == 33.2 and table.loc["65+", "est_revenue"] == 70.6
