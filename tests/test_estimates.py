@@ -8,7 +8,6 @@ import pytest
 
 from analytics.estimates import (
     CONFUSION,
-    FALLBACK,
     UNCORRECTED,
     EstimateOptions,
     error_model,
@@ -106,21 +105,16 @@ def test_revenue_is_shared_out_not_created():
 
 def test_without_a_confusion_the_estimate_falls_back_and_says_so():
     rng = np.random.default_rng(4)
-    bands = {"18-24": {"mae": 5.2, "bias": 4.7}, "25-34": {"mae": 3.7, "bias": 1.2},
-             "35-49": {"mae": 6.0, "bias": -0.8}, "65+": {"mae": 10.4, "bias": -7.3}}
-    model = error_model({"metrics": {"test_mae": 5.5, "by_band": bands}}, LOWERS)
-    assert model.kind == FALLBACK
     cells, _ = day_cells(5000, rng)
-    est = estimate(histograms(cells), model, EstimateOptions(replicates=10))
-    assert est.kind == FALLBACK
-    assert est.receipts[0].sum() == pytest.approx(5000)
-    # Without even the bands, the estimates are the observed counts, and say so.
-    model = error_model({"metrics": {"val_mae": 6.0}}, LOWERS)
+    # Without a measured confusion, the estimates are the observed counts, and say so.
+    model = error_model({"metrics": {"val_mae": 6.0, "test_mae": 5.5}}, LOWERS)
     assert model.kind == UNCORRECTED
     est = estimate(histograms(cells), model, EstimateOptions(replicates=10))
     observed = np.bincount(np.searchsorted(np.array(LOWERS), cells["year"].repeat(
         cells["receipts"]).to_numpy(), side="right") - 1, minlength=7)
-    assert est.receipts[0] == pytest.approx(observed, abs=1.0)
+    assert est.receipts[0] == pytest.approx(observed)
+    assert (est.low[0] <= observed).all() and (observed <= est.high[0]).all()
+    assert est.high[0].sum() > est.low[0].sum()
 
 
 def test_confusion_round_trips_through_the_card():
