@@ -203,9 +203,9 @@ def render_markdown(data: ReportData, charts: dict[str, str]) -> str:
             "",
             "Chain-wide share of receipts with an age estimate, by age group (%): `observed` "
             "counts each receipt in its estimated group (pulled toward the middle groups by "
-            "the model's error); `est` is corrected for that error (`age_mix.est_share`: "
-            "with the confusion on the model card, or a Gaussian error of the card's MAE "
-            "where it has none, as the nightly log says), with its 90 % interval:",
+            "the model's error); `est` is corrected for that error with the confusion on "
+            "the model card (`age_mix.est_share`; a model without one gets the observed "
+            "shares, as the nightly log says), with its 90 % interval:",
             "",
             markdown_table(corrected),
             "",
