@@ -241,3 +241,30 @@ def write_card(path: Path, card: Mapping[str, Any], out: Path | None = None) -> 
         Path(tmp).unlink(missing_ok=True)
         raise
     return out
+
+
+def add_to_model(model_path: Path, val_faces: pd.DataFrame, *, detector: str = "blazeface",
+                 log: Callable[[str], None] = print) -> Confusion | None:
+    """After training: measure the new model's confusion on its validation faces (path,
+    real_age) through `detector` and write it onto the model's card. A detector that cannot
+    be loaded leaves the card as it is, and says so: the marketing estimates then report
+    the observed counts until `ageseg confusion` is run."""
+    from models.persist import load_model, read_card
+
+    if val_faces.empty:
+        log("confusion: no validation faces, none written")
+        return None
+    try:
+        from jobs.scoring_setup import make_detector
+
+        found = make_detector(detector, 40)
+        found.warm_up()
+    except (ImportError, OSError, ValueError) as exc:
+        log(f"confusion: detector {detector} unavailable ({exc}); run `ageseg confusion` later")
+        return None
+    model = load_model(Path(model_path))
+    confusion = measure_confusion(val_faces[["path", "real_age"]], model, found)
+    write_card(Path(model_path), with_confusion(read_card(Path(model_path)), confusion))
+    log(f"confusion: {confusion.faces} validation scenes (clean and camera-degraded) on the "
+        "card")
+    return confusion
