@@ -308,10 +308,14 @@ def estimate(h: Histograms, model: ErrorModel, options: EstimateOptions = Estima
     ages = _age_mixes(h.hist, like, h.units, model.start(), options)
     n = h.hist.sum(-1)
     receipts = (ages @ member) * n[:, None]
-    # Revenue: each estimated year's spend shared by P(true year | estimated year).
-    joint = ages[:, :, None] * like[None]  # (units, T, YEARS)
-    post = joint / np.maximum(joint.sum(1, keepdims=True), 1e-300)
-    revenue = np.einsum("utb,ub,tg->ug", post, h.revenue, member)
+    # Revenue: each estimated year's spend shared by P(true year | estimated year), in
+    # chunks of units so a large chain's (units, T, YEARS) array is never whole.
+    revenue = np.zeros_like(receipts)
+    for start in range(0, len(n), 256):
+        part = slice(start, start + 256)
+        joint = ages[part, :, None] * like[None]
+        post = joint / np.maximum(joint.sum(1, keepdims=True), 1e-300)
+        revenue[part] = np.einsum("utb,ub,tg->ug", post, h.revenue[part], member)
     rng = np.random.default_rng(options.seed)
     draws = options.replicates
     low = high = receipts
