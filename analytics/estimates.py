@@ -220,16 +220,22 @@ def em_ages(hist: np.ndarray, like: np.ndarray, prior: np.ndarray, strength: flo
     years, under `like` (T, YEARS): EM with a Dirichlet of `strength` receipts centred on
     `prior` (..., T), each step smoothed by the (T, T) matrix `smooth` (EMS, Silverman et
     al. 1990: deconvolution stays smooth in age instead of piling onto a few years)."""
+    # float32: the matrix products are most of the night's estimation time, and counts of
+    # receipts need no more than 7 digits.
+    hist = hist.astype(np.float32)
+    like = like.astype(np.float32)
+    prior = prior.astype(np.float32)
+    smooth = smooth.astype(np.float32) if smooth is not None else None
     n = hist.sum(-1, keepdims=True)
     f = np.broadcast_to(prior, (*hist.shape[:-1], like.shape[-2])).copy()
-    ratio = hist / np.maximum(f @ like, 1e-300)  # (..., YEARS)
+    ratio = hist / np.maximum(f @ like, 1e-30)  # (..., YEARS)
     for _ in range(iterations):
         resp = f * (ratio @ like.T)  # (..., T): expected receipts per true year
         f = (resp + strength * prior) / (n + strength)
         if smooth is not None:
             f = f @ smooth
-        ratio = hist / np.maximum(f @ like, 1e-300)
-    return f
+        ratio = hist / np.maximum(f @ like, 1e-30)
+    return f.astype(np.float64)
 
 
 def smoother(years: float) -> np.ndarray | None:
@@ -317,7 +323,9 @@ def estimate(h: Histograms, model: ErrorModel, options: EstimateOptions = Estima
         post = joint / np.maximum(joint.sum(1, keepdims=True), 1e-300)
         revenue[part] = np.einsum("utb,ub,tg->ug", post, h.revenue[part], member)
     rng = np.random.default_rng(options.seed)
-    draws = options.replicates
+    # A large chain (thousands of store x category units) draws fewer replicates, at least
+    # 20: the intervals get noisier ends, the night stays within minutes.
+    draws = min(options.replicates, max(20, options.replicates * 1000 // max(len(n), 1)))
     low = high = receipts
     if draws > 0 and len(n):
         samples = np.empty((draws, *receipts.shape))

@@ -78,18 +78,42 @@ def with_year_labels(estimates: pd.DataFrame, unknown: str = UNKNOWN) -> pd.Data
     return estimates.assign(age_group=pd.Series(label, index=estimates.index, dtype=object))
 
 
-def hard_cells(year_cells: pd.DataFrame, groups: list[str]) -> pd.DataFrame:
+def _label_parts(labels: pd.Series, unknown: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Per row of "group|year" labels: the hard group's code into the returned names, and
+    the year (UNKNOWN_YEAR for none). Parsed once per distinct label, not per row."""
+    cat = labels.astype("category") if not isinstance(labels.dtype, pd.CategoricalDtype) \
+        else labels
+    names = [str(c) for c in cat.cat.categories]
+    hard = [n.split(SEPARATOR, 1)[0] for n in names]
+    years = [int(n.split(SEPARATOR, 1)[1]) if SEPARATOR in n and n != unknown
+             else UNKNOWN_YEAR for n in names]
+    groups = sorted(set(hard))
+    index = {g: i for i, g in enumerate(groups)}
+    codes = cat.cat.codes.to_numpy()
+    return (np.array([index[h] for h in hard], np.int64)[codes],
+            np.array(years, np.int64)[codes], groups)
+
+
+def hard_cells(year_cells: pd.DataFrame, groups: list[str], unknown: str = UNKNOWN
+               ) -> pd.DataFrame:
     """Product cells counted under "group|year" labels, summed back to the hard groups:
     the same cells (same columns, types and sums) counting under the groups gives."""
-    label = year_cells["age_group"].astype(str)
-    hard = label.str.split(SEPARATOR, n=1).str[0]
-    keys = ["store_id", "store_name", "age_group", "category", "product_id", "product_name",
-            "age_restricted"]
-    frame = year_cells.assign(age_group=pd.Categorical(hard, categories=groups))
+    code, _, names = _label_parts(year_cells["age_group"], unknown)
+    frame = year_cells.assign(_g=code)
     sums = ["receipts", "category_receipts", "group_receipts", "lines", "items", "revenue"]
-    out = (frame.groupby(keys, observed=True, sort=True)[sums].sum().reset_index())
+    keys = ["store_id", "_g", "product_id"]
+    grouped = frame.groupby(keys, sort=True)
+    out = grouped[sums].sum()
+    first = grouped[["store_name", "category", "product_name", "age_restricted"]].first()
+    out = out.join(first).reset_index()
+    out["age_group"] = pd.Categorical(np.asarray(names, dtype=object)[out["_g"].to_numpy()],
+                                      categories=groups)
     for column in sums[:-1]:
         out[column] = out[column].astype(np.int64)
+    for column in ("store_name", "category", "product_name"):
+        if isinstance(year_cells[column].dtype, pd.CategoricalDtype):
+            out[column] = pd.Categorical(out[column],
+                                         categories=year_cells[column].cat.categories)
     return out[list(year_cells.columns)]
 
 
@@ -97,18 +121,31 @@ def year_rows(year_cells: pd.DataFrame, unknown: str = UNKNOWN) -> pd.DataFrame:
     """(store, category, estimated year) receipts and revenue, plus one row per (store, year)
     with category null for all of the store's receipts: the estimator's histograms, and the
     restricted daily table the trailing window sums."""
-    label = year_cells["age_group"].astype(str)
-    year = label.str.split(SEPARATOR, n=1).str[1].fillna(str(UNKNOWN_YEAR)).astype(np.int64)
-    frame = year_cells.assign(year=year.where(label != unknown, UNKNOWN_YEAR))
-    keys = ["store_id", "store_name", "year"]
-    by_category = (frame.groupby([*keys, "category"], observed=True, sort=True)
+    _, year, _ = _label_parts(year_cells["age_group"], unknown)
+    category = year_cells["category"]
+    cat_codes = (category.cat.codes.to_numpy() if isinstance(category.dtype,
+                                                               pd.CategoricalDtype)
+                 else pd.factorize(category, sort=True)[0])
+    cat_names = (np.asarray(category.cat.categories, dtype=object)
+                 if isinstance(category.dtype, pd.CategoricalDtype)
+                 else np.asarray(pd.factorize(category, sort=True)[1], dtype=object))
+    frame = pd.DataFrame({"store_id": year_cells["store_id"].to_numpy(), "year": year,
+                          "_c": cat_codes,
+                          "category_receipts": year_cells["category_receipts"].to_numpy(),
+                          "group_receipts": year_cells["group_receipts"].to_numpy(),
+                          "revenue": year_cells["revenue"].to_numpy()})
+    by_category = (frame.groupby(["store_id", "year", "_c"], sort=True)
                    .agg(receipts=("category_receipts", "sum"), revenue=("revenue", "sum"))
                    .reset_index())
-    by_store = (frame.groupby(keys, observed=True, sort=True)
+    by_category["category"] = cat_names[by_category["_c"].to_numpy()]
+    by_store = (frame.groupby(["store_id", "year"], sort=True)
                 .agg(receipts=("group_receipts", "sum"), revenue=("revenue", "sum"))
                 .reset_index().assign(category=None))
-    out = pd.concat([by_store, by_category.astype({"category": object})], ignore_index=True)
-    out = out.astype({"store_name": object})
+    out = pd.concat([by_store, by_category.drop(columns="_c")], ignore_index=True)
+    names = (year_cells[["store_id", "store_name"]].drop_duplicates("store_id")
+             .set_index("store_id")["store_name"].astype(object))
+    out["store_name"] = out["store_id"].map(names)
+    out = out.astype({"store_name": object, "category": object})
     return out[list(YEAR_ROW_DTYPES)].astype({"store_id": "int64", "year": "int64",
                                                "receipts": "int64", "revenue": "float64"})
 
