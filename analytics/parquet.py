@@ -196,7 +196,11 @@ def union_days_sql(con: Any, days: Iterable[pd.DataFrame | Path], columns: Seque
             extra = f", {order} AS day_order" if day_order else ""
             parts.append(f"SELECT {_select(columns, have, optional)}{extra} FROM day_{order}")
         else:
-            names = set(pq.read_schema(day).names) if optional else set()
+            try:
+                names = set(pq.read_schema(day).names) if optional else set()
+            except (pa.ArrowException, OSError) as exc:  # name the file, as DuckDB would
+                raise pa.ArrowInvalid(f"{day}: {str(exc).strip() or type(exc).__name__}"
+                                      ) from exc
             missing = tuple(c for c in optional if c in columns and c not in names)
             files.setdefault(missing, []).append((order, "'" + str(day).replace("'", "''") + "'"))
     for missing, group in files.items():
