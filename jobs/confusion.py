@@ -3,7 +3,7 @@
 The corrected marketing estimates (analytics/estimates.py) need to know how the model errs:
 for each true age, which ages it estimates. This measures that on the validation faces the
 model's recipe held out, each pasted into a checkout scene and aged through the job's own
-path (decode, detect, crop, model; models/confusion.py), once clean and once as a worse
+path (decode, detect, crop, model; models/confusion.py), twice clean and twice as a worse
 camera would take it, and writes the counts onto the
 model's card. Nothing is retrained: the weights are copied as they are. `ageseg train`
 does the same for every new model.
@@ -48,13 +48,13 @@ def command(settings: Settings, model_file: Path, faces: Path, out: Path | None,
                              settings.face_confidence)
     detector.warm_up()
     started = time.monotonic()
-    with click.progressbar(length=2 * len(val), label="validation scenes") as bar:
+    with click.progressbar(length=4 * len(val), label="validation scenes") as bar:
         confusion = measure_confusion(val, model, detector, seed=seed, on_batch=bar.update)
     target = write_card(model_file, with_confusion(card, confusion), out)
     bins = AgeBins.parse(settings.age_bins)
     seconds = time.monotonic() - started
     click.echo(f"confusion of model {card.get('version')}: {confusion.faces} validation "
-               f"scenes (each face clean and camera-degraded) in {seconds:.0f} s, "
+               f"scenes (each face twice clean, twice camera-degraded) in {seconds:.0f} s, "
                f"{int(confusion.unaged.sum())} without a face; shoppers 14+ in their true "
                f"group {confusion.group_accuracy(bins.lowers, 14):.0%} of the time; "
                f"written to {target}")

@@ -62,7 +62,7 @@ def test_confusion_command_writes_the_card_without_retraining(tmp_path, tiny_mod
                                       str(tmp_path / "faces"), "--out", str(out)],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "validation scenes (each face clean and camera-degraded)" in result.output
+    assert "validation scenes (each face twice clean, twice camera-degraded)" in result.output
     with zipfile.ZipFile(out) as new, zipfile.ZipFile(tiny_model_path) as old:
         card = json.loads(new.read("card.json"))
         assert new.read("weights.npz") == old.read("weights.npz")
