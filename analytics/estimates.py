@@ -94,6 +94,7 @@ class ErrorModel:
     counts: np.ndarray | None  # (YEARS, YEARS) [true year, estimated year]; None: unmeasured
     kind: str  # CONFUSION or UNCORRECTED
     width: float = 2.0  # years of neighbouring true ages a row borrows from
+    scenes: int = 1  # the confusion's scenes per face and condition
 
     def likelihood(self, rng: np.random.Generator | None = None) -> np.ndarray:
         """P(estimated year | true year) for the shoppers' true years MIN_SHOPPER_AGE..MAX_AGE:
@@ -111,8 +112,10 @@ class ErrorModel:
         """(G,) how far a group's share is off when the confusion comes from other faces:
         the validation pairs split in halves at random, the confusion from one half, the
         EM on the other half's estimates against its true groups; the RMS error over the
-        splits, divided by sqrt(2) (a whole confusion has twice the faces). Zero without
-        a confusion (nothing is corrected then)."""
+        splits, divided by sqrt(2) (a whole confusion has twice the faces) and multiplied
+        by sqrt(scenes per face and condition): the halves split scenes, and several scenes
+        of one face in both halves would hide how much the faces themselves differ. Zero
+        without a confusion (nothing is corrected then)."""
         if self.counts is None:
             return np.zeros(len(self.lowers))
         rng = np.random.default_rng(12345)
@@ -133,7 +136,7 @@ class ErrorModel:
             start = start + 0.5
             fit = em_ages(hist, like, start / start.sum(), 1.0, options.iterations, smooth)
             errors.append(fit @ member - truth)
-        return np.sqrt(np.mean(np.square(errors), axis=0) / 2)
+        return np.sqrt(np.mean(np.square(errors), axis=0) / 2 * max(self.scenes, 1))
 
     def membership(self) -> np.ndarray:
         """(T, G): 1 where true year MIN_SHOPPER_AGE + i belongs to group g."""
@@ -205,7 +208,8 @@ def error_model(card: Mapping[str, Any], lowers: tuple[int, ...]) -> ErrorModel:
     """The model's error for these age groups: its card's confusion, else the fallback."""
     confusion = Confusion.from_card(card)
     if confusion is not None:
-        return ErrorModel(tuple(lowers), confusion.counts, CONFUSION)
+        return ErrorModel(tuple(lowers), confusion.counts, CONFUSION,
+                          scenes=confusion.scenes)
     return ErrorModel(tuple(lowers), None, UNCORRECTED)
 
 

@@ -17,6 +17,7 @@ and `ageseg confusion MODEL --faces DIR` adds it to an existing model without re
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 from collections.abc import Callable, Iterable, Mapping
@@ -39,6 +40,7 @@ class Confusion:
     counts: np.ndarray  # (MAX_AGE + 1, MAX_AGE + 1) int64: [true year, estimated year]
     unaged: np.ndarray  # (MAX_AGE + 1,) int64: faces of that true age with no estimate
     source: str = ""  # what was measured: faces, split, detector, when
+    scenes: int = 1  # scenes per face and camera condition (pairs of one face are alike)
 
     @classmethod
     def from_ages(cls, true_ages: Iterable[float], estimated: Iterable[float],
@@ -67,6 +69,7 @@ class Confusion:
             "pairs": [[int(t), int(e), int(self.counts[t, e])] for t, e in zip(true, est)],
             "unaged": {str(int(t)): int(n) for t, n in enumerate(self.unaged) if n},
             "source": self.source,
+            "scenes_per_condition": self.scenes,
         }
 
     @classmethod
@@ -81,7 +84,8 @@ class Confusion:
         unaged = np.zeros(MAX_AGE + 1, np.int64)
         for true, n in (entry.get("unaged") or {}).items():
             unaged[min(int(true), MAX_AGE)] += int(n)
-        return cls(counts, unaged, str(entry.get("source", "")))
+        return cls(counts, unaged, str(entry.get("source", "")),
+                   int(entry.get("scenes_per_condition", 1)))
 
     def group_accuracy(self, lowers: tuple[int, ...], min_age: int = 0) -> float:
         """Share of aged faces (true age >= min_age) whose estimate is in their true group."""
@@ -196,7 +200,8 @@ def measure_confusion(val_faces: pd.DataFrame, model, detector, *, seed: int = 0
     source = (f"{len(val_faces)} validation faces, each as {scenes} clean and {scenes} "
               f"camera-degraded checkout scenes, detector {detector.name}, measured "
               f"{dt.date.today().isoformat()}")
-    return Confusion.from_ages(pd.concat(truth), pd.concat(ages), source)
+    confusion = Confusion.from_ages(pd.concat(truth), pd.concat(ages), source)
+    return dataclasses.replace(confusion, scenes=scenes)
 
 
 def validation_faces(card: Mapping[str, Any], faces_dir: Path) -> pd.DataFrame:
