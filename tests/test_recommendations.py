@@ -255,3 +255,21 @@ def test_month_small_cells_are_suppressed_and_marketing_has_no_ids(month):
     assert got.loc[got["suppressed"], ["receipts", "items", "revenue"]].isna().all().all()
     shown = ~got["suppressed"]
     assert (got.loc[shown, "receipts"] == expected[shown]).all()
+
+
+def test_a_window_with_days_written_before_the_estimates_ranks_as_before(tmp_path):
+    """Earlier partitions have no est_ columns: they read as nulls, a window estimate needs
+    every day's, and the list falls back to the observed lift instead of failing."""
+    old = _shop().drop(columns=["est_receipts", "est_var"])
+    write_partition(tmp_path, AFFINITY, FIRST_DAY, old, {})
+    today = _shop().assign(est_receipts=10.0, est_var=1.0)
+    [(_, path)] = partition_files(tmp_path, AFFINITY, FIRST_DAY, FIRST_DAY)
+    total = window_counts([path, today])
+    assert total["est_receipts"].isna().all()
+    recs = recommendations(total, min_cell=5, min_support=5, **WINDOW)
+    assert recs["est_lift"].isna().all()
+    plain = recommendations(_shop(), min_cell=5, min_support=5, **WINDOW)
+    assert recs["category"].tolist() == plain["category"].tolist()
+    # Two days that both have them sum.
+    both = window_counts([today, today])
+    assert set(both["est_receipts"].dropna()) == {20.0}
