@@ -150,7 +150,7 @@ def framing(model, scenes: pd.DataFrame, folder: Path) -> dict[float, float]:
 
 def sweep(name: str, scenes: pd.DataFrame, folder: Path, empties: list[np.ndarray]) -> list:
     """Missed shoppers and false faces at several confidence cut-offs."""
-    from jobs.runner import make_detector
+    from jobs.scoring_setup import make_detector
     from models.faces import decode_photo, read_photo
 
     floor, cuts = SWEEP[name]
@@ -186,7 +186,7 @@ def main() -> int:
         return 0
 
     from demo.scenes import render_empty_scene
-    from jobs.runner import make_detector
+    from jobs.scoring_setup import make_detector
     from models.crop import contract_for
     from models.faces import WholeImageDetector
     from models.labels import load_labels, split_labels
