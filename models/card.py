@@ -71,7 +71,8 @@ def calibrate_crops(train_df: pd.DataFrame, seed: int,
     then applies) and said so."""
     from models.blazeface import BlazeFaceDetector
     from models.crop import WHOLE_IMAGE, CropContract, calibrate
-    from models.faces import MtcnnDetector, PhotoError, decode_photo, read_photo
+    from models.mtcnn import MtcnnDetector
+    from models.photos import PhotoError, decode_photo, read_photo
 
     out = {WHOLE_IMAGE: {**CropContract(WHOLE_IMAGE, 1.0).to_card(),
                          "note": "photos that are face files: the file is the square"}}
