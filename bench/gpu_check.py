@@ -1,28 +1,33 @@
 """What a GPU node does, on Keras' JAX backend without TensorFlow: run by bench/gpu_check.sh.
 
 Stages, each printing one `stage NAME: ...` line as it ends (bench/gpu_dryrun.sh checks
-them against the `plan:` line printed first):
+them against the `plan:` line printed first), in order of value so that a run cut short by
+the time limit still has what matters most:
 
-- setup: JAX's devices, Keras, the shipped model loaded in mixed float16;
+- setup: JAX's devices, Keras, the shipped model loaded (mixed float16 on a GPU);
 - scenes: checkout scenes rendered here, on the GPU machine (carrying them would cost
   ~4 MiB of the 64 MiB a device call may carry), from the public-domain portraits that
   matplotlib (and scikit-image) ship;
-- model:B: the model alone on in-memory faces at batch B: faces/s, best of --rounds
-  rounds of at least --round-s seconds each, after the first call (compile) is timed apart;
-- litert: the LiteRT runtime, if the model file holds a LiteRT graph (skipped otherwise);
+- model:B: the model alone on in-memory faces at batch B (first the job's GPU batch, 256):
+  faces/s, best of --rounds rounds of at least --round-s seconds each; the first call
+  (XLA compile + one run) is timed apart;
 - end_to_end:W: `score_photos` over the scenes with W prep workers (1 and one per core):
   the job's scoring line, --photos-per-worker x W photos;
+- model:B for the other batches (64, 1024);
+- litert: the LiteRT runtime, if the model file holds a LiteRT graph (skipped otherwise);
 - result: one JSON line with every figure.
 
 Default sizes, for one H100 inside bench/gpu_check.sh's 300 s limit (which also covers
-installing the wheels): the model's input is 64x64, so one ResNet50 pass (two with the
-mirror average) is ~0.7 GFLOP a face and an H100 should run thousands to tens of thousands of
-faces/s: 3 rounds x 2 s at each of 3 batches is ~20 s of timing, and XLA's compile with
-cuDNN autotuning per batch shape is what costs most (guessed 20-40 s each, ~100 s for three:
-the `compile` figures measure it). BlazeFace runs on the CPU at ~80 photos/s a core here,
-so 1,000 photos a worker is ~12 s per end-to-end stage with 1 worker and with 16. Together
-~150-180 s: half the limit is left for a slower compile than guessed. `--quick` runs every
-stage at toy sizes in under a minute, also on a CPU (the dry run).
+installing the wheels, ~10 s): the model's input is 64x64, so one ResNet50 pass (two with
+the mirror average) is ~0.7 GFLOP a face and an H100 should score thousands to tens of
+thousands of faces/s: 3 rounds x 2 s at each of 3 batches is ~20 s of timing. XLA's compile
+with cuDNN autotuning per batch shape is what costs most and is not known here (guessed
+20-40 s each, ~100 s for three; the `first call` figures measure it). BlazeFace runs on the
+CPU at ~80 photos/s a core (measured on the development machine), so 500 photos a worker
+is ~6 s with 1 worker and ~6-20 s with 16 (8,000 photos; slower if 16 threads scale worse
+than 2 did). Loading the model and JAX ~15 s, 100 scenes a few seconds. Together ~150 s:
+about half the limit is left for a slower compile than guessed. `--quick` runs every stage
+at toy sizes in under a minute, also on a CPU (the dry run).
 
 Exit codes: 0 all stages ran; 3 no GPU seen by JAX (nothing measured; --allow-cpu runs
 anyway); 5 TensorFlow was imported; 6 a stage failed (the others still ran).
@@ -175,7 +180,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scenes", type=int, default=100, help="scenes rendered here")
     parser.add_argument("--scene-dir", type=Path, default=None,
                         help="score these *.jpg instead of rendering scenes")
-    parser.add_argument("--photos-per-worker", type=int, default=1000)
+    parser.add_argument("--photos-per-worker", type=int, default=500)
     parser.add_argument("--e2e-batch", type=int, default=256,
                         help="end-to-end batch (the job's GPU default)")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
@@ -207,8 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     batches = [int(b) for b in args.batches.split(",")]
     workers = sorted({1, cores})
     model_path = args.model or DEFAULT_MODEL_PATH
-    plan = (["setup", "scenes"] + [f"model:{b}" for b in batches] + ["litert"]
-            + [f"end_to_end:{w}" for w in workers] + ["result"])
+    # In order of value, so a run cut short by the time limit still has what matters most:
+    # the model at the job's GPU batch, end to end, the other batches, then LiteRT.
+    first = [b for b in batches if b == args.e2e_batch]
+    plan = (["setup", "scenes"] + [f"model:{b}" for b in first]
+            + [f"end_to_end:{w}" for w in workers]
+            + [f"model:{b}" for b in batches if b not in first] + ["litert", "result"])
     print("plan: " + " ".join(plan), flush=True)
     failed: list[str] = []
 
@@ -224,6 +233,13 @@ def main(argv: list[str] | None = None) -> int:
           f"({model.image_size}px) on {model.device}, {model.precision}, loaded in "
           f"{time.perf_counter() - started:.1f} s; {cores} cores")
 
+    def model_stage(batch: int) -> None:
+        rate, compile_s = model_rate(model, batch, args.rounds, args.round_s)
+        result["model_faces_per_s"][batch] = rate
+        result["compile_s"][batch] = compile_s
+        stage(f"model:{batch}", f"{rate:,.0f} faces/s (model alone, batch {batch}, best "
+              f"of {args.rounds} x {args.round_s:g} s; first call {compile_s:.1f} s)")
+
     with tempfile.TemporaryDirectory(prefix="gpu_check_scenes_") as tmp:
         scenes = args.scene_dir or Path(tmp)
         if args.scene_dir is None:
@@ -234,25 +250,23 @@ def main(argv: list[str] | None = None) -> int:
         else:
             stage("scenes", f"{len(list(scenes.glob('*.jpg')))} *.jpg in {scenes}")
 
-        for batch in batches:
-            rate, compile_s = model_rate(model, batch, args.rounds, args.round_s)
-            result["model_faces_per_s"][batch] = rate
-            result["compile_s"][batch] = compile_s
-            stage(f"model:{batch}", f"{rate:,.0f} faces/s (model alone, batch {batch}, best "
-                  f"of {args.rounds} x {args.round_s:g} s; first call {compile_s:.1f} s)")
-
-        try:
-            line, figures = litert_stage(model_path, cores, batches[-1], args.round_s)
-            result["litert"] = figures
-        except Exception as exc:  # noqa: BLE001  (the Keras figures still count)
-            line = f"FAILED: {type(exc).__name__}: {exc}"
-            failed.append("litert")
-        stage("litert", line)
-
+        for batch in first:
+            model_stage(batch)
         for w in workers:
             stats = end_to_end(model, scenes, w, args.e2e_batch, args.photos_per_worker * w)
             result[f"end_to_end_{w}_workers"] = stats.photos_per_second
             stage(f"end_to_end:{w}", stats.line(verbose=True))
+    for batch in batches:
+        if batch not in first:
+            model_stage(batch)
+
+    try:
+        line, figures = litert_stage(model_path, cores, max(batches), args.round_s)
+        result["litert"] = figures
+    except Exception as exc:  # noqa: BLE001  (the Keras figures still count)
+        line = f"FAILED: {type(exc).__name__}: {exc}"
+        failed.append("litert")
+    stage("litert", line)
 
     if "tensorflow" in sys.modules:
         print("gpu_check: TensorFlow was imported", flush=True)
