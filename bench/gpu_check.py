@@ -160,9 +160,9 @@ def litert_stage(model_path: Path, cores: int, batch: int, round_s: float) -> tu
         elapsed = time.perf_counter() - started
         if elapsed >= round_s:
             break
-    rate = runs * shape[0] / elapsed
-    return (f"{graphs[0]} batch {shape[0]} {dtype.name}: {rate:,.0f} faces/s on the CPU "
-            f"({cores} threads)"), {"graph": graphs[0], "batch": shape[0], "faces_per_s": rate}
+    batch, rate = int(shape[0]), float(runs * shape[0] / elapsed)
+    return (f"{graphs[0]} batch {batch} {dtype.name}: {rate:,.0f} faces/s on the CPU "
+            f"({cores} threads)"), {"graph": graphs[0], "batch": batch, "faces_per_s": rate}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
