@@ -8,31 +8,17 @@ the model file carries a LiteRT graph (`ageseg export`); Keras otherwise.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
+from jobs.errors import JobFailed
+from jobs.extras import missing_train_extra
+
 RUNTIMES = ("auto", "keras", "litert")
-TRAIN_EXTRA = "train"  # pyproject's optional dependencies with TensorFlow, Keras and mtcnn
 
 
-class RuntimeUnavailable(RuntimeError):
-    """The runtime asked for cannot run here; the message says what to install or do."""
-
-
-def keras_installed() -> bool:
-    """Whether Keras and a backend for it are importable (without importing them)."""
-    if importlib.util.find_spec("keras") is None:
-        return False
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    return importlib.util.find_spec({"torch": "torch"}.get(backend, backend)) is not None
-
-
-def needs_train_extra(what: str) -> RuntimeUnavailable:
-    """The one-line error of a command that needs TensorFlow where it is not installed."""
-    return RuntimeUnavailable(
-        f"{what} needs TensorFlow, which this install lacks: pip install "
-        f"'ageseg[{TRAIN_EXTRA}]'")
+class RuntimeUnavailable(JobFailed):
+    """The runtime asked for cannot run here; the one-line message says what to do."""
 
 
 def gpu_device_present() -> bool:
@@ -53,7 +39,7 @@ def choose_runtime(requested: str, model_has_graph: bool, keras_available: bool,
         raise ValueError(f"runtime must be one of {RUNTIMES}, not {requested!r}")
     if requested == "keras" or (requested == "auto" and keras_available and gpu):
         if not keras_available:
-            raise needs_train_extra("--runtime keras")
+            raise missing_train_extra("--runtime keras")
         return "keras"
     if model_has_graph:
         return "litert"
@@ -61,7 +47,7 @@ def choose_runtime(requested: str, model_has_graph: bool, keras_available: bool,
         raise RuntimeUnavailable("the model file carries no LiteRT graph: export one with "
                                  "`ageseg export MODEL`, or use --runtime keras")
     if not keras_available:
-        raise needs_train_extra("this model file (no LiteRT graph in it)")
+        raise missing_train_extra("a model file without a LiteRT graph")
     return "keras"
 
 
