@@ -125,11 +125,14 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=100)
     parser.add_argument("--large", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--parts", default="scoring,one-core,rss,night",
+                        help="which parts to run, comma-separated")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     from jobs.runtime import model_threads
     from jobs.scoring_setup import available_cores
-    from models.litert import has_graph, load_litert
-    from models.persist import DEFAULT_MODEL_PATH, load_model
+    from models.litert import has_graph
+    from models.persist import DEFAULT_MODEL_PATH
 
     model_path = args.model or (CANDIDATE if CANDIDATE.is_file() else DEFAULT_MODEL_PATH)
     if not has_graph(model_path):
@@ -143,46 +146,71 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ageseg-runtimes-") as tmp:
         root = Path(tmp)
         rows = rows_for(write_scenes(root), args.photos)
-        keras, lite = load_model(model_path), load_litert(model_path, threads=threads)
-        keras.warm_up(BATCH)
-        lite.warm_up(BATCH)
-        rates: dict[str, float] = {"keras": 0.0, "litert": 0.0}
-        for _ in range(args.repeats):
-            for name, model in (("keras", keras), ("litert", lite)):
-                rates[name] = max(rates[name], scoring(rows, root, model, workers))
-        ratio = rates["litert"] / rates["keras"]
-        print(f"score_photos, {len(rows)} photos, {workers} prep workers, batches of {BATCH}: "
-              f"Keras ({keras.precision}) {rates['keras']:.1f} photos/s, LiteRT "
-              f"({lite.precision}, {threads} thread(s)) {rates['litert']:.1f} photos/s: "
-              f"{ratio:.2f}x (target >= 1.35x; best of {args.repeats} alternating rounds)")
-        k1 = model_one_core()
-        l1 = run_child(LITERT_CHILD.format(root=str(ROOT), bench=str(ROOT / "bench"),
-                                           model=str(model_path)), "LiteRT one-core run")
-        print(f"model alone on one core (mirror average: 2 passes a face): Keras "
-              f"{1000 / k1['rate']:.2f} ms a face ({k1['cores']:.2f} cores busy), LiteRT "
-              f"{1000 / l1['rate']:.2f} ms a face ({l1['cores']:.2f} cores busy): "
-              f"{l1['rate'] / k1['rate']:.2f}x faster")
-        rss = {}
-        for runtime in ("keras", "litert"):
-            rss[runtime] = [peak_rss(runtime, model_path, root, n, workers, threads)
-                            for n in (args.small, args.large)]
-            small, large = rss[runtime]
-            print(f"peak RSS, {runtime}, {workers} workers: {args.small} photos "
-                  f"{small['rss']:.0f} MiB, {args.large} photos {large['rss']:.0f} MiB "
-                  f"({large['rss'] / small['rss']:.2f}x; flat is ~1.0x); TensorFlow "
-                  f"imported: {large['tensorflow']}")
+        if "scoring" in parts:
+            compare_scoring(model_path, rows, root, workers, threads, args.repeats)
+        if "one-core" in parts:
+            compare_one_core(model_path)
+        if "rss" in parts:
+            compare_rss(model_path, root, workers, threads, args.small, args.large)
+    if "night" in parts:
+        compare_nights(model_path, args.night)
+    print(f"bench took {time.time() - began:.0f}s; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs (others' work included)")
+
+
+def compare_scoring(model_path: Path, rows, root: Path, workers: int, threads: int,
+                    repeats: int) -> None:
+    from models.litert import load_litert
+    from models.persist import load_model
+
+    keras, lite = load_model(model_path), load_litert(model_path, threads=threads)
+    keras.warm_up(BATCH)
+    lite.warm_up(BATCH)
+    rates: dict[str, float] = {"keras": 0.0, "litert": 0.0}
+    for _ in range(repeats):
+        for name, model in (("keras", keras), ("litert", lite)):
+            rates[name] = max(rates[name], scoring(rows, root, model, workers))
+    ratio = rates["litert"] / rates["keras"]
+    print(f"score_photos, {len(rows)} photos, {workers} prep workers, batches of {BATCH}: "
+          f"Keras ({keras.precision}) {rates['keras']:.1f} photos/s, LiteRT "
+          f"({lite.precision}, {threads} thread(s)) {rates['litert']:.1f} photos/s: "
+          f"{ratio:.2f}x (target >= 1.35x; best of {repeats} alternating rounds)", flush=True)
+
+
+def compare_one_core(model_path: Path) -> None:
+    k1 = model_one_core()
+    l1 = run_child(LITERT_CHILD.format(root=str(ROOT), bench=str(ROOT / "bench"),
+                                       model=str(model_path)), "LiteRT one-core run")
+    print(f"model alone on one core (mirror average: 2 passes a face): Keras "
+          f"{1000 / k1['rate']:.2f} ms a face ({k1['cores']:.2f} cores busy), LiteRT "
+          f"{1000 / l1['rate']:.2f} ms a face ({l1['cores']:.2f} cores busy): "
+          f"{l1['rate'] / k1['rate']:.2f}x faster", flush=True)
+
+
+def compare_rss(model_path: Path, root: Path, workers: int, threads: int, small_n: int,
+                large_n: int) -> None:
+    rss = {}
+    for runtime in ("keras", "litert"):
+        rss[runtime] = [peak_rss(runtime, model_path, root, n, workers, threads)
+                        for n in (small_n, large_n)]
+        small, large = rss[runtime]
+        print(f"peak RSS, {runtime}, {workers} workers: {small_n} photos "
+              f"{small['rss']:.0f} MiB, {large_n} photos {large['rss']:.0f} MiB "
+              f"({large['rss'] / small['rss']:.2f}x; flat is ~1.0x); TensorFlow "
+              f"imported: {large['tensorflow']}", flush=True)
     print(f"LiteRT peak RSS on the large day: {rss['litert'][1]['rss']:.0f} MiB vs Keras "
           f"{rss['keras'][1]['rss']:.0f} MiB "
-          f"({rss['litert'][1]['rss'] / rss['keras'][1]['rss']:.2f}x)")
-    nights = {runtime: night(model_path, runtime, args.night) for runtime in ("keras", "litert")}
+          f"({rss['litert'][1]['rss'] / rss['keras'][1]['rss']:.2f}x)", flush=True)
+
+
+def compare_nights(model_path: Path, photos: int) -> None:
+    nights = {runtime: night(model_path, runtime, photos) for runtime in ("keras", "litert")}
     for runtime, (rate, wall, peak, line) in nights.items():
-        print(f"ageseg nightly, {args.night}-photo demo night, --runtime {runtime}: process "
+        print(f"ageseg nightly, {photos}-photo demo night, --runtime {runtime}: process "
               f"{wall:.1f} s, pipeline {rate:.1f} photos/s, peak RSS {peak:.0f} MiB")
         print(f"    {line.strip()}")
     print(f"whole process LiteRT / Keras: {nights['litert'][1] / nights['keras'][1]:.2f}x "
-          f"(target <= 0.5x)")
-    print(f"bench took {time.time() - began:.0f}s; load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} CPUs")
+          f"(target <= 0.5x)", flush=True)
 
 
 if __name__ == "__main__":
