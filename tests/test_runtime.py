@@ -149,6 +149,7 @@ finally:
 def test_tensorflow_commands_name_the_extra_without_it(tmp_path, sqlite_url, tiny_model_path):
     """exit 1 and one line naming the extra, for a command that needs TensorFlow."""
     fill_shop(sqlite_url, tmp_path / "photos", n_receipts=12)
+    (tmp_path / "l.csv").write_text("file_name,real_age\n")
     cases = [
         [*_base(tmp_path, sqlite_url, tiny_model_path), "--runtime", "keras", "nightly",
          "--date", DAY.isoformat()],
