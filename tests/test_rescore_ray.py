@@ -116,7 +116,8 @@ def test_ray_rescore_equals_nightly_day_by_day(ray_session, db_url, tmp_path, ti
     assert_same_outputs(nightly, on_ray)
     # Each day prints the scoring line nightly prints, saying it ran on Ray.
     lines = re.findall(r"scored ([\d,]+) photos in [\d.]+ s \([\d.]+ photos/s, \d+ prep "
-                       r"actors?, model on CPU, float32\) on Ray, \d+ model actors?$",
+                       r"actors?, model on CPU, (?:Keras float32|LiteRT int8 weights)\) on Ray, "
+                       r"\d+ model actors?$",
                        result.output, re.MULTILINE)
     n_photos = pd.read_sql("select count(*) as n from checkout_photos", engine)["n"].iloc[0]
     assert len(lines) == len(DAYS), result.output
