@@ -27,6 +27,7 @@ from jobs.settings import (
     DEFAULT_WINDOW_DAYS,
     DETECTORS,
     PRECISIONS,
+    RUNTIMES,
     Settings,
 )
 
@@ -76,6 +77,11 @@ quiet_tf.install()  # the two start-up lines that TF_CPP_MIN_LOG_LEVEL cannot si
               help="What the model's backbone computes in. auto: mixed float16 on a GPU; "
               "bf16 on a CPU with AMX or AVX512-BF16 (measured by bench/precision.py to "
               "leave the ages and flags as they are, see README), float32 on other CPUs.")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
+              help="What runs the age model. auto: LiteRT on a CPU when the model file "
+              "carries a LiteRT graph (no TensorFlow needed; `ageseg export` adds one), "
+              "Keras on a GPU and for files without a graph; keras: TensorFlow or JAX "
+              "(the train extra); litert: the graph (env AGESEG_RUNTIME).")
 @click.option("--challenge-age", type=click.FloatRange(min=0, min_open=True),
               default=DEFAULT_CHALLENGE_AGE, show_default=True,
               help="Compliance flags sales of age-restricted goods to shoppers estimated "
@@ -122,6 +128,7 @@ from jobs import (  # noqa: E402
     demo,
     evaluate,
     explore,
+    export,
     init_db,
     nightly,
     publish,
@@ -131,6 +138,6 @@ from jobs import (  # noqa: E402
     train,
 )
 
-for _module in (init_db, check_source, nightly, rescore, demo, explore, train, evaluate,
-                report, publish, runs):
+for _module in (init_db, check_source, nightly, rescore, demo, explore, train, export,
+                evaluate, report, publish, runs):
     cli.add_command(_module.command)

@@ -60,6 +60,9 @@ def command(settings: Settings, labels: Path, images: Path, split: str, threshol
     Example: ageseg --model models/new.ageseg evaluate --labels faces/labels.csv \\
              --images faces/final_files --split test --predictions var/test_faces.csv
     """
+    from jobs.extras import require_train_extra
+
+    require_train_extra("ageseg evaluate")
     model_path = settings.model_path
     from models.calibrate import (
         format_probability_report,

@@ -21,6 +21,7 @@ DEFAULT_COMPLIANCE_RETENTION_DAYS = 90
 DEFAULT_MIN_FACE_SIZE = 40  # pixels; smaller faces are far-away people, not the shopper
 DETECTORS = ("blazeface", "mtcnn")
 PRECISIONS = ("auto", "float32", "bf16")
+RUNTIMES = ("auto", "keras", "litert")  # jobs/runtime.py
 DEFAULT_BATCH_SIZE = 32  # model on a CPU
 DEFAULT_GPU_BATCH_SIZE = 256  # model on a GPU: large enough to keep it busy
 
@@ -42,6 +43,7 @@ class Settings:
     batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE, or DEFAULT_GPU_BATCH_SIZE on a GPU
     prep_workers: int | None = None  # None: the cores this process may use
     precision: str = "auto"  # one of PRECISIONS (models/persist.py)
+    runtime: str = "auto"  # one of RUNTIMES: what runs the age model (jobs/runtime.py)
     verbose: int = 0  # -v count: 1 adds where scoring's time went to its summary line
     photos_are_faces: bool = False
     detector: str = "blazeface"
