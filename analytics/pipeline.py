@@ -29,8 +29,8 @@ from analytics.day_tables import (
     write_day_tables,
 )
 from analytics.parquet import read_marker, remove_marker, write_marker
-from models.faces import UNOPENED_REASONS, PhotoError, resolve_photo_path
 from models.persist import AgeModel
+from models.photos import UNOPENED_REASONS, PhotoError, resolve_photo_path
 from models.score import AGED, STATUSES, ScoringStats, empty_scores, score_photos
 from sql import queries
 from sql.engine import with_retries

@@ -27,12 +27,11 @@ from jobs.settings import (
     DEFAULT_WINDOW_DAYS,
     DETECTORS,
     PRECISIONS,
+    RUNTIMES,
     Settings,
 )
 
 quiet_tf.install()  # the two start-up lines that TF_CPP_MIN_LOG_LEVEL cannot silence
-
-pass_settings = click.make_pass_decorator(Settings)
 
 
 @click.group(context_settings={"auto_envvar_prefix": "AGESEG",
@@ -78,6 +77,11 @@ pass_settings = click.make_pass_decorator(Settings)
               help="What the model's backbone computes in. auto: mixed float16 on a GPU; "
               "bf16 on a CPU with AMX or AVX512-BF16 (measured by bench/precision.py to "
               "leave the ages and flags as they are, see README), float32 on other CPUs.")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
+              help="What runs the age model. auto: LiteRT on a CPU when the model file "
+              "carries a LiteRT graph (no TensorFlow needed; `ageseg export` adds one), "
+              "Keras on a GPU and for files without a graph; keras: TensorFlow or JAX "
+              "(the train extra); litert: the graph (env AGESEG_RUNTIME).")
 @click.option("--challenge-age", type=click.FloatRange(min=0, min_open=True),
               default=DEFAULT_CHALLENGE_AGE, show_default=True,
               help="Compliance flags sales of age-restricted goods to shoppers estimated "
@@ -116,27 +120,24 @@ def cli(ctx: click.Context, verbose: int, **options: object) -> None:
     ctx.obj = Settings(**options, verbose=verbose)  # type: ignore[arg-type]
 
 
-def _register() -> None:
-    """Attach each subcommand; one module per command keeps this file a table of contents."""
-    import importlib
+# One module per command keeps this file a table of contents. Imported here, after
+# quiet_tf.install(), and never the other way round: a command takes `pass_settings` from
+# jobs/settings.py, so no command module imports this one.
+from jobs import (  # noqa: E402
+    check_source,
+    demo,
+    evaluate,
+    explore,
+    export,
+    init_db,
+    nightly,
+    publish,
+    report,
+    rescore,
+    runs,
+    train,
+)
 
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(f"jobs.{name}")
-        cli.add_command(module.command)
-
-
-COMMAND_MODULES = [
-    "init_db",
-    "check_source",
-    "nightly",
-    "rescore",
-    "demo",
-    "explore",
-    "train",
-    "evaluate",
-    "report",
-    "publish",
-    "runs",
-]
-
-_register()
+for _module in (init_db, check_source, nightly, rescore, demo, explore, train, export,
+                evaluate, report, publish, runs):
+    cli.add_command(_module.command)

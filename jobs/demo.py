@@ -12,9 +12,8 @@ from pathlib import Path
 
 import click
 
-from jobs.cli import pass_settings
 from jobs.runner import run_days
-from jobs.settings import Settings
+from jobs.settings import Settings, pass_settings
 
 DEMO_DAY = dt.date(2026, 11, 28)
 
@@ -49,9 +48,10 @@ def command(settings: Settings, workdir: Path, day: dt.datetime, faces_dir: Path
                       receipts_per_store=receipts_per_store,
                       on_progress=lambda message: click.echo(message, err=True))
     click.echo(f"built {len(demo.shoppers)} receipts and their checkout photos in "
-               f"{time.monotonic() - started:.0f}s; scoring them: TensorFlow and the age "
-               "model load first (10-30 s), then every photo goes through face detection "
-               "and the model ...", err=True)
+               f"{time.monotonic() - started:.0f}s; scoring them: the age model loads "
+               "first (LiteRT: a second; TensorFlow, for a model without a LiteRT graph: "
+               "10-30 s), then every photo goes through face detection and the model ...",
+               err=True)
     settings = dataclasses.replace(
         settings, db_url=demo.db_url, photo_root=demo.photo_root,
         output_root=workdir / "out" / "marketing",

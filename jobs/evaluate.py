@@ -8,8 +8,7 @@ from pathlib import Path
 
 import click
 
-from jobs.cli import pass_settings
-from jobs.settings import Settings
+from jobs.settings import Settings, pass_settings
 
 # `under18_flagged_at_25` held the 13-17 rate at whatever --threshold was given: the JSON now
 # says so in its name, and keeps the old key as an alias until the next release.
@@ -61,6 +60,9 @@ def command(settings: Settings, labels: Path, images: Path, split: str, threshol
     Example: ageseg --model models/new.ageseg evaluate --labels faces/labels.csv \\
              --images faces/final_files --split test --predictions var/test_faces.csv
     """
+    from jobs.extras import require_train_extra
+
+    require_train_extra("ageseg evaluate")
     model_path = settings.model_path
     from models.calibrate import (
         format_probability_report,

@@ -120,7 +120,7 @@ class PhotoPreparer:
 class PhotoScorer:
     """Stage 2, one per Ray actor (a GPU each on a cluster with GPUs): the model loaded
     once; each call scores a batch of prepared score batches with `estimate_batch`. Each
-    row also says where the model ran (MODEL_ON: "GPU|mixed_float16"), for the driver's
+    row also says where and on what the model ran (MODEL_ON: "GPU|keras|float16"), for the driver's
     scoring line; the driver drops it before writing."""
 
     def __init__(self, settings: Settings):
@@ -132,7 +132,8 @@ class PhotoScorer:
         frames = [
             estimate_batch(unpack_prepared(row), self.model, self.batch_size,
                            challenge_age=self.settings.challenge_age).assign(
-                day=row["day"], **{MODEL_ON: f"{self.model.device}|{self.model.precision}"})
+                day=row["day"], **{MODEL_ON: f"{self.model.device}|{self.model.runtime}|"
+                                  f"{self.model.precision}"})
             for row in batch.to_dict("records")
         ]
         return pd.concat(frames, ignore_index=True)
@@ -309,7 +310,7 @@ def _scored_days(
     pending = list(chunk)
     seen: dict[str, set[int]] = {}
     parts: dict[str, list[pd.DataFrame]] = {}
-    model_on = f"{'GPU' if plan.gpus_per_model else 'CPU'}|{settings.precision}"
+    model_on = f"{'GPU' if plan.gpus_per_model else 'CPU'}|keras|{settings.precision}"
     mark = time.monotonic()
 
     def complete() -> Iterator[tuple[dt.date, pd.DataFrame, pd.DataFrame, float,
@@ -320,9 +321,10 @@ def _scored_days(
             seen.pop(day.isoformat(), None)
             frames = parts.pop(day.isoformat(), [])
             now = time.monotonic()
-            device, precision = model_on.split("|", 1)
+            device, runtime, precision = model_on.split("|", 2)
             stats = ScoringStats(prep_workers=plan.prep_actors, device=device,
-                                 precision=precision, photos=len(photos), seconds=now - mark,
+                                 precision=precision, runtime=runtime,
+                                 photos=len(photos), seconds=now - mark,
                                  engine=f"Ray, {plan.model_actors} model actor"
                                         f"{'s' if plan.model_actors != 1 else ''}")
             mark = now

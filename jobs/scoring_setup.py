@@ -11,6 +11,7 @@ import time
 import uuid
 
 from jobs.errors import JobFailed
+from jobs.runtime import model_threads
 from jobs.settings import DEFAULT_BATCH_SIZE, DEFAULT_GPU_BATCH_SIZE, Settings
 
 log = logging.getLogger("ageseg")
@@ -21,8 +22,15 @@ def load_scoring(settings: Settings):
     from models.faces import WholeImageDetector
     from models.persist import ModelFileError, ModelNotFound, load_model
 
+    runtime = runtime_for(settings)
     try:
-        model = load_model(settings.model_path, precision=settings.precision)
+        if runtime == "litert":
+            from models.litert import load_litert
+
+            model = load_litert(settings.model_path, threads=model_threads(
+                available_cores(), prep_workers_for(settings)))
+        else:
+            model = load_model(settings.model_path, precision=settings.precision)
     except (ModelNotFound, ModelFileError) as exc:
         raise JobFailed(str(exc)) from exc
     except ValueError as exc:  # e.g. --precision bf16 on a GPU
@@ -33,10 +41,35 @@ def load_scoring(settings: Settings):
     started = time.monotonic()
     model.warm_up(batch_size_for(settings, model.device == "GPU"))
     detector.warm_up()
-    log.info("model %s (validation MAE %s years) ready in %.1fs on %s, %s", model.version,
-             model.card["metrics"]["val_mae"], time.monotonic() - started, model.device,
-             model.precision)
+    log.info("model %s (validation MAE %s years) ready in %.1fs on %s, %s %s",
+             model.version, model.card["metrics"]["val_mae"], time.monotonic() - started,
+             model.device, model.runtime, model.precision)
     return model, detector
+
+
+def runtime_for(settings: Settings) -> str:
+    """"keras" or "litert" for --runtime (jobs/runtime.py), from the model file, what is
+    installed and, only where a GPU shows in the driver's files, what the Keras backend
+    sees; `JobFailed` (exit 1, one line) when the runtime asked for cannot run here."""
+    from jobs.extras import keras_installed
+    from jobs.runtime import choose_runtime, gpu_device_present
+    from models.litert import has_graph
+    from models.persist import ModelFileError, ModelNotFound
+
+    try:
+        graph = has_graph(settings.model_path)
+    except (ModelNotFound, ModelFileError) as exc:
+        raise JobFailed(str(exc)) from exc
+    keras = keras_installed()
+    requested = settings.runtime
+    if requested == "auto" and settings.precision not in ("auto", "float32") and keras:
+        requested = "keras"  # --precision bf16 is the Keras runtime's
+    gpu = False
+    if requested == "auto" and keras and gpu_device_present():
+        from models.persist import gpu_present
+
+        gpu = gpu_present()
+    return choose_runtime(requested, graph, keras, gpu)
 
 
 def batch_size_for(settings: Settings, gpu: bool) -> int:
@@ -76,7 +109,10 @@ def make_detector(name: str, min_face_size: int, confidence: float | None = None
     if confidence is not None:
         options["min_confidence"] = confidence
     if name == "mtcnn":
-        from models.faces import MtcnnDetector
+        from jobs.extras import require_train_extra
+
+        require_train_extra("--detector mtcnn")
+        from models.mtcnn import MtcnnDetector
 
         return MtcnnDetector(**options)
     from models.blazeface import BlazeFaceDetector

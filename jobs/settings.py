@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
+
 DEFAULT_DB_URL = "sqlite:///var/demo/shop.db"
 DEFAULT_PHOTO_ROOT = Path("var/demo/photos")
 DEFAULT_AGE_BINS = "0-17,18-24,25-34,35-44,45-54,55-64,65+"
@@ -19,6 +21,7 @@ DEFAULT_COMPLIANCE_RETENTION_DAYS = 90
 DEFAULT_MIN_FACE_SIZE = 40  # pixels; smaller faces are far-away people, not the shopper
 DETECTORS = ("blazeface", "mtcnn")
 PRECISIONS = ("auto", "float32", "bf16")
+RUNTIMES = ("auto", "keras", "litert")  # jobs/runtime.py
 DEFAULT_BATCH_SIZE = 32  # model on a CPU
 DEFAULT_GPU_BATCH_SIZE = 256  # model on a GPU: large enough to keep it busy
 
@@ -40,6 +43,7 @@ class Settings:
     batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE, or DEFAULT_GPU_BATCH_SIZE on a GPU
     prep_workers: int | None = None  # None: the cores this process may use
     precision: str = "auto"  # one of PRECISIONS (models/persist.py)
+    runtime: str = "auto"  # one of RUNTIMES: what runs the age model (jobs/runtime.py)
     verbose: int = 0  # -v count: 1 adds where scoring's time went to its summary line
     photos_are_faces: bool = False
     detector: str = "blazeface"
@@ -65,3 +69,8 @@ class Settings:
         """True when --db-url holds only the job's own tables (runs, quarantine, mkt_*): the
         till data is in another database, or in a schema of its own (views, say)."""
         return self.separate_source or bool(self.source_schema)
+
+
+# Each command module takes the group's Settings with this, from here and not from cli.py:
+# cli.py imports every command, so a command importing cli.py would be an import cycle.
+pass_settings = click.make_pass_decorator(Settings)

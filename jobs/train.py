@@ -56,6 +56,9 @@ DEFAULT_CHECKPOINTS = Path.home() / ".cache" / "ageseg" / "checkpoints"
 @click.option("--under-head", "under_age", type=click.FloatRange(min=1, max=99), default=None,
               help="Add a second output P(age < AGE) trained with binary cross-entropy "
               "toward 13-30; compliance reads it where it beats the age distribution.")
+@click.option("--export/--no-export", default=True, show_default=True,
+              help="Add the LiteRT graph to the trained model file (as `ageseg export`, "
+              "checked on --images), so CPU nodes score it without TensorFlow.")
 @click.option("--ema", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0,
               show_default=True, help="Ship the moving average of the weights with this "
               "momentum (e.g. 0.99) instead of the best epoch; early stopping is then off.")
@@ -63,13 +66,17 @@ def command(labels: Path, images: Path, out: Path, checkpoint_dir: Path | None, 
             backbone_weights: Path | None, init_from: Path | None, head: str, image_size: int,
             batch_size: int, epochs: int, steps_per_epoch: int | None, patience: int,
             learning_rate: float, seed: int, max_minutes: float | None, on_bad_rows: str,
-            sample_weights: str, under_age: float | None, ema: float) -> None:
+            sample_weights: str, under_age: float | None, export: bool, ema: float) -> None:
     """Train the age model; an interrupted run continues with --resume.
 
     Example: ageseg train --labels faces/labels.csv --images faces/final_files --out model.ageseg
     """
+    from jobs.extras import require_train_extra
+
+    require_train_extra("ageseg train")
     from models.labels import LabelsError, load_labels
-    from models.train import TrainConfig, TrainingError, train
+    from models.recipe import TrainConfig, TrainingError
+    from models.train import train
 
     try:
         loaded = load_labels(labels, images, strict=on_bad_rows == "stop", check_images=True)
@@ -99,6 +106,16 @@ def command(labels: Path, images: Path, out: Path, checkpoint_dir: Path | None, 
                        log=lambda m: click.echo(m, err=True))
     except (TrainingError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if export:
+        from models.litert import export_model_file
+
+        click.echo("adding the LiteRT graph to the model file ...", err=True)
+        try:
+            export_model_file(result.model_path, faces=images,
+                              echo=lambda m: click.echo(m, err=True))
+        except ValueError as exc:  # the model is saved; CPU nodes then score it on Keras
+            click.echo(f"warning: {exc}; the model file has no LiteRT graph (scored on "
+                       f"Keras) until `ageseg export {result.model_path}` succeeds", err=True)
     click.echo(f"model: {result.model_path}")
     click.echo(f"validation MAE: {result.metrics['val_mae']} years; "
                f"test MAE: {result.metrics['test_mae']} years")

@@ -1,10 +1,12 @@
 """Model files: one `.ageseg` file holding the architecture, the weights and the model card.
 
 Why not a plain `.keras` file: ResNet50's 23.6 M float32 weights take 94 MB, over what a
-repository should carry. Large kernels are stored as float16 (half the size; the age
-estimates move by hundredths of a year, see tests) while small tensors such as BatchNorm
-statistics stay float32. The card travels inside the same zip so a model can never be
-separated from the description of how it was trained.
+repository should carry. Large kernels are stored as int8 per output channel with float32
+scales (a quarter of the size; older files: float16), dequantized at load; small tensors
+such as BatchNorm statistics stay float32. The file may also carry a LiteRT graph of the
+same network (`litert.tflite`, models/litert.py) for scoring without TensorFlow. The card
+travels inside the same zip so a model can never be separated from the description of how
+it was trained.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from models.prediction import CardModel
 
 FORMAT = "ageseg-model/1"
 PRECISIONS = ("auto", "float32", "bf16", "float16")
@@ -47,7 +51,7 @@ class ModelFileError(ValueError):
 
 
 @dataclass
-class AgeModel:
+class AgeModel(CardModel):
     """A loaded age model: Keras model plus its card, with batched prediction.
 
     With `mirror`, each estimate is the mean of the model's estimates for the face and its
@@ -76,115 +80,37 @@ class AgeModel:
         """The age of the model's own P(age < X) output (models/build.py), or None."""
         if not any(layer.name == "p_under" for layer in self.keras_model.layers):
             return None
-        head = (self.card.get("calibration") or {}).get("under_head") or {}
-        return float(head.get("age", self.card.get("recipe", {}).get("under_age") or 25.0))
-
-    @property
-    def under_temperature(self) -> float:
-        head = (self.card.get("calibration") or {}).get("under_head") or {}
-        return float(head.get("temperature", 1.0))
-
-    @property
-    def under_source(self) -> str:
-        """Where the card's Challenge 25 operating point reads P(under) from: the model's
-        own P(under) head, or its age distribution (the default, and for older models)."""
-        return str((self.card.get("calibration") or {}).get("source", "distribution"))
-
-    @property
-    def temperature(self) -> float:
-        """The calibration the card names (models/calibrate.py); 1.0: none."""
-        return float((self.card.get("calibration") or {}).get("temperature", 1.0))
-
-    @property
-    def version(self) -> str:
-        return str(self.card.get("version", "unversioned"))
+        return self._under_age_from_card()
 
     @property
     def image_size(self) -> int:
         return int(self.keras_model.input_shape[1])
 
-    def warm_up(self, batch_size: int = 32) -> None:
-        """Trace the prediction graph for ``batch_size`` now (1-3 s on a CPU), at load time,
-        as a server would, instead of inside the first batch of photos."""
-        size = self.image_size
-        self.predict_faces(np.zeros((1, size, size, 3), np.uint8), batch_size=batch_size)
-
-    def predict_faces(self, faces: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """Ages in years for face crops (N, S, S, 3) with values 0-255.
-
-        Every call runs at one fixed batch shape (the last batch is padded), so the graph is
-        traced once per process instead of once per distinct batch length.
-        """
-        return self.predict_distribution(faces, batch_size)[0]
-
-    def predict_distribution(self, faces: np.ndarray, batch_size: int = 32
-                             ) -> tuple[np.ndarray, np.ndarray | None]:
-        """(ages (N,), calibrated age distributions (N, 101) or None without one).
-
-        The ages are the distribution's mean as trained (what the card's error figures
-        measure); the distribution has the card's temperature applied, so the probabilities
-        read from it (e.g. P(age < 25)) mean what they say (models/calibrate.py).
-        """
-        return self.predict_all(faces, batch_size)[:2]
-
-    def p_under(self, probs: np.ndarray | None, head: np.ndarray | None, age: float
-                ) -> np.ndarray | None:
-        """P(age < `age`) per face from `predict_all`'s outputs: the P(under) head where the
-        card chose it, for this age, else the calibrated distribution; None without either."""
-        from models.calibrate import p_under
-
-        if head is not None and self.reads_head(age):
-            return head.astype(np.float64)
-        return None if probs is None else p_under(probs, age)
-
-    def reads_head(self, age: float) -> bool:
-        """Whether P(age < `age`) comes from the P(under) head (the card chose it, for
-        this age) rather than from the age distribution."""
-        return self.under_source == "under_head" and self.under_head_age == age
-
     def predict_all(self, faces: np.ndarray, batch_size: int = 32
                     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """(ages, calibrated distributions or None, calibrated P(under) head or None)."""
-        if faces.ndim != 4 or faces.shape[1:] != (self.image_size, self.image_size, 3):
-            raise ValueError(
-                f"expected faces of shape (N, {self.image_size}, {self.image_size}, 3), "
-                f"got {faces.shape}"
-            )
+        """(ages, calibrated distributions or None, calibrated P(under) head or None): the
+        card's prediction (models/prediction.py) around the Keras network."""
+        from models import prediction
+
         if self._predict_fn is None:
-            self._predict_fn = prediction_graph(
-                self.keras_model, self.mirror, self.has_distribution, self.temperature,
-                self.under_temperature if self.under_head_age is not None else None)
-        ages = np.empty(len(faces), dtype=np.float32)
-        probs = np.empty((len(faces), 0), np.float32)
-        under = np.empty(len(faces), np.float32)
-        for start in range(0, len(faces), batch_size):
-            chunk = faces[start : start + batch_size].astype(np.float32)
-            n = len(chunk)
-            if n < batch_size:
-                pad = np.zeros((batch_size - n, *chunk.shape[1:]), np.float32)
-                chunk = np.concatenate([chunk, pad])
-            age, dist, head = self._predict_fn.predict_on_batch(chunk)
-            ages[start : start + n] = np.asarray(age)[:n]
-            under[start : start + n] = np.asarray(head)[:n]
-            if start == 0:
-                probs = np.empty((len(faces), dist.shape[-1]), np.float32)
-            probs[start : start + n] = np.asarray(dist)[:n]
-        return (ages, probs if self.has_distribution else None,
-                under if self.under_head_age is not None else None)
+            self._predict_fn = prediction_graph(self.keras_model, self.has_distribution,
+                                                self.under_head_age is not None)
+        graph = self._predict_fn
+
+        def raw(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            return tuple(np.asarray(v) for v in graph.predict_on_batch(images))
+
+        return prediction.predict_all(raw, prediction.PredictionSpec.of(self), faces,
+                                      batch_size)
 
 
-def prediction_graph(model: Any, mirror: bool, distribution: bool, temperature: float,
-                     under_temperature: float | None = None) -> Any:
-    """A Keras model mapping a float batch (N, S, S, 3) to (ages (N,), distributions (N, K),
-    P(under) (N,)).
+def prediction_graph(model: Any, distribution: bool, under: bool = False) -> Any:
+    """A Keras model mapping a float batch (N, S, S, 3) to the network's raw (ages (N,),
+    distributions (N, K), P(under) (N,)), float32 whatever the backbone computes in.
 
-    With `mirror`, the batch and its mirror images go through the model together and their
-    estimates (distributions, P(under)) are averaged. The distribution is then sharpened or
-    widened by the calibration temperature: p ** (1 / T), renormalised. Without a
-    distribution (regression head) the second output is a (N, 0) placeholder. With
-    `under_temperature` the model's `p_under` head is the third output, calibrated after
-    the average (its logit divided by the temperature); without it, zeros.
-
+    The card's prediction around it (mirror average, calibration) is numpy, shared with the
+    LiteRT runtime (models/prediction.py). Without a distribution (regression head) the
+    second output is a (N, 0) placeholder; without the `p_under` head the third is zeros.
     Written in `keras.ops` so it runs on any Keras backend; `predict_on_batch` compiles it
     the backend's way (tf.function on TensorFlow, jax.jit on JAX). Other outputs, should a
     model have them, are left out.
@@ -194,10 +120,9 @@ def prediction_graph(model: Any, mirror: bool, distribution: bool, temperature: 
     outputs = [_age_output(model)]
     if distribution:
         outputs.append(model.get_layer("age_probs").output)
-    if under_temperature is not None:
+    if under:
         outputs.append(model.get_layer("p_under").output)
-    return _new_graph(keras.Model(model.inputs, outputs), mirror, distribution,
-                      temperature, under_temperature)
+    return _new_graph(keras.Model(model.inputs, outputs), distribution, under)
 
 
 def _age_output(model: Any) -> Any:
@@ -211,75 +136,145 @@ def _graph_class() -> type:
     from keras import ops
 
     class PredictionGraph(keras.Model):
-        """Mirror average and calibrated distribution around the age model (see
-        `prediction_graph`)."""
+        """The network's three raw outputs, float32 (see `prediction_graph`)."""
 
-        def __init__(self, inner: Any, mirror: bool, distribution: bool, temperature: float,
-                     under_temperature: float | None):
+        def __init__(self, inner: Any, distribution: bool, under: bool):
             super().__init__()
-            self.inner, self.mirror = inner, mirror
-            self.distribution, self.temperature = distribution, float(temperature)
-            self.under_temperature = under_temperature
+            self.inner, self.distribution, self.under = inner, distribution, under
 
-        def forward(self, x: Any) -> tuple[Any, Any, Any]:
+        def call(self, x: Any) -> tuple[Any, Any, Any]:
             out = self.inner(x, training=False)
             out = list(out) if isinstance(out, (list, tuple)) else [out]
             age = ops.cast(out.pop(0)[:, 0], "float32")
             probs = (ops.cast(out.pop(0), "float32") if self.distribution
                      else ops.zeros((ops.shape(x)[0], 0), "float32"))
-            under = (ops.cast(out.pop(0)[:, 0], "float32")
-                     if self.under_temperature is not None else ops.zeros_like(age))
-            return age, probs, under
-
-        def call(self, x: Any) -> tuple[Any, Any, Any]:
-            if self.mirror:
-                n = ops.shape(x)[0]
-                views = self.forward(ops.concatenate([x, ops.flip(x, axis=2)], axis=0))
-                age, probs, under = ((v[:n] + v[n:]) / 2 for v in views)
-            else:
-                age, probs, under = self.forward(x)
-            if self.distribution and self.temperature != 1.0:
-                logp = ops.log(ops.maximum(probs, 1e-12)) / self.temperature
-                probs = ops.softmax(logp, axis=-1)
-            if self.under_temperature not in (None, 1.0):
-                p = ops.clip(under, 1e-7, 1.0 - 1e-7)
-                under = ops.sigmoid((ops.log(p) - ops.log(1.0 - p)) / self.under_temperature)
+            under = (ops.cast(out.pop(0)[:, 0], "float32") if self.under
+                     else ops.zeros_like(age))
             return age, probs, under
 
     return PredictionGraph
 
 
-def _new_graph(inner: Any, mirror: bool, distribution: bool, temperature: float,
-               under_temperature: float | None) -> Any:
+def _new_graph(inner: Any, distribution: bool, under: bool) -> Any:
     """An instance of the graph class, defined on first use so that importing this module
     does not import Keras."""
     global _GRAPH_CLASS
     if _GRAPH_CLASS is None:
         _GRAPH_CLASS = _graph_class()
-    return _GRAPH_CLASS(inner, mirror, distribution, temperature, under_temperature)
+    return _GRAPH_CLASS(inner, distribution, under)
 
 
 _GRAPH_CLASS: type | None = None
 
 
-def save_model(age_model: Any, path: Path, card: dict[str, Any]) -> Path:
-    """Write model + card atomically; a crash leaves any previous file at `path` intact."""
+def save_model(age_model: Any, path: Path, card: dict[str, Any],
+               weights: str = "int8") -> Path:
+    """Write model + card atomically; a crash leaves any previous file at `path` intact.
+
+    `weights` is how the large kernels are stored: "int8" (per output channel, see
+    `encode_weights`) or "float16" (the older files' way, for a training checkpoint).
+    """
     path = Path(path)
-    arrays = {}
-    for i, w in enumerate(age_model.get_weights()):
-        dtype = np.float16 if w.size >= HALF_PRECISION_MIN_SIZE else w.dtype
-        arrays[f"w{i:04d}"] = w.astype(dtype)
-    weights = io.BytesIO()
-    np.savez(weights, **arrays)
-    card = {**card, "format": FORMAT, "image_size": int(age_model.input_shape[1])}
+    arrays = encode_weights(age_model.get_weights(), weights)
+    card = {**card, "format": FORMAT, "image_size": int(age_model.input_shape[1]),
+            "weights": {"storage": _STORAGE[weights],
+                        "min_size": HALF_PRECISION_MIN_SIZE}}
+    _write_zip(path, {"card.json": json.dumps(card, indent=2, sort_keys=True),
+                      "architecture.json": age_model.to_json(),
+                      "weights.npz": _npz_bytes(arrays)})
+    return path
+
+
+_STORAGE = {
+    "int8": "kernels int8, symmetric per output channel with float32 scales; rest float32",
+    "float16": "kernels float16; rest float32",
+}
+
+
+def encode_weights(weights: list[np.ndarray], storage: str = "int8") -> dict[str, np.ndarray]:
+    """The arrays of weights.npz: `w0000` as stored, or for an int8 kernel `q0000` (int8)
+    and `s0000` (float32 scale per output channel, the last axis).
+
+    Why int8: the file carries a LiteRT graph beside the Keras weights and must stay small
+    enough to travel (the repository's tree goes to a GPU machine within 64 MiB). Symmetric
+    per-channel int8 is what LiteRT's dynamic-range quantization does to the same kernels;
+    dequantized at load, the Keras runtime's ages move by hundredths of a year (the card's
+    `weights.parity`, bench/litert_parity.py). Tensors under HALF_PRECISION_MIN_SIZE
+    (BatchNorm statistics, biases) stay float32.
+    """
+    if storage not in _STORAGE:
+        raise ValueError(f"weights storage must be one of {tuple(_STORAGE)}, not {storage!r}")
+    arrays: dict[str, np.ndarray] = {}
+    for i, w in enumerate(weights):
+        w = np.asarray(w)
+        if w.size < HALF_PRECISION_MIN_SIZE or not np.issubdtype(w.dtype, np.floating):
+            arrays[f"w{i:04d}"] = w
+        elif storage == "float16" or w.ndim < 2:
+            arrays[f"w{i:04d}"] = w.astype(np.float16)
+        else:
+            q, scale = quantize_int8(w)
+            arrays[f"q{i:04d}"], arrays[f"s{i:04d}"] = q, scale
+    return arrays
+
+
+def quantize_int8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 values, float32 scale per last-axis channel): w ~ q * scale, |q| <= 127."""
+    w = np.asarray(w, np.float32)
+    peak = np.abs(w.reshape(-1, w.shape[-1])).max(axis=0)
+    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def decode_weights(npz: Any) -> list[np.ndarray]:
+    """weights.npz's arrays back to float weights, in order (int8, float16 or plain)."""
+    names = {name[1:]: name[0] for name in npz.files if name[0] in "wq"}
+    out = []
+    for index in sorted(names):
+        if names[index] == "q":
+            out.append(npz[f"q{index}"].astype(np.float32) * npz[f"s{index}"])
+        else:
+            out.append(npz[f"w{index}"])
+    return out
+
+
+def read_member(path: Path, name: str) -> bytes | None:
+    """One member of a model file (e.g. the LiteRT graph), or None when it has none;
+    without TensorFlow."""
+    with _open_zip(path) as zf:
+        return zf.read(name) if name in zf.namelist() else None
+
+
+def add_members(path: Path, members: dict[str, bytes], card_update: dict[str, Any]
+                ) -> Path:
+    """Add (or replace) members of a model file and merge `card_update` into its card's top
+    level, atomically: the weights and architecture are copied as they are."""
+    path = Path(path)
+    with _open_zip(path) as zf:
+        kept = {info.filename: zf.read(info) for info in zf.infolist()
+                if info.filename not in members}
+    card = json.loads(kept["card.json"])
+    card.update(card_update)
+    kept["card.json"] = json.dumps(card, indent=2, sort_keys=True).encode()
+    _write_zip(path, {**kept, **members})
+    return path
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _write_zip(path: Path, members: dict[str, str | bytes]) -> None:
+    """Write a zip of `members` at `path` via a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
-                zf.writestr("card.json", json.dumps(card, indent=2, sort_keys=True))
-                zf.writestr("architecture.json", age_model.to_json())
-                zf.writestr("weights.npz", weights.getvalue())
+                for name, data in members.items():
+                    zf.writestr(name, data)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model file is meant to be shared
@@ -287,7 +282,6 @@ def save_model(age_model: Any, path: Path, card: dict[str, Any]) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def read_card(path: Path) -> dict[str, Any]:
@@ -327,7 +321,7 @@ def load_model(path: Path | None = None, *, precision: str = "auto",
             _mixed_backbone(architecture, _POLICIES[precision])
         model = keras.models.model_from_json(json.dumps(architecture))
         with np.load(io.BytesIO(zf.read("weights.npz"))) as npz:
-            weights = [npz[k] for k in sorted(npz.files)]
+            weights = decode_weights(npz)
     expected = model.get_weights()
     if len(weights) != len(expected):
         raise ModelFileError(f"{path}: weights do not match the architecture")

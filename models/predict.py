@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from models.persist import AgeModel
+from models.prediction import CardModel as AgeModel  # either runtime (Keras, LiteRT)
 
 
 def predict_files(model: AgeModel, paths: list[str], batch_size: int = 64,

@@ -27,16 +27,9 @@ import numpy as np
 import pandas as pd
 
 from models.crop import CropContract, contract_for, crop_face
-from models.faces import (
-    FaceBox,
-    FaceDetector,
-    PhotoError,
-    decode_photo,
-    largest_face,
-    read_photo,
-    resolve_photo_path,
-)
+from models.faces import FaceBox, FaceDetector, largest_face
 from models.persist import AgeModel
+from models.photos import PhotoError, decode_photo, read_photo, resolve_photo_path
 
 # How sure an estimate is. "ok": one face, confidently detected. The next two are aged too
 # but flagged: "several_faces" (the largest was taken: is it the shopper?) and
@@ -54,6 +47,10 @@ SCORE_COLUMNS = ["photo_id", "age", "p_under", "face_count", "face_confidence", 
 # The numeric columns' dtypes; the rest are strings.
 SCORE_DTYPES = {"photo_id": "int64", "age": "float32", "p_under": "float64",
                 "face_count": "int16", "face_confidence": "float32", "face_px": "int16"}
+
+
+# How the scoring line names each runtime (`AgeModel.runtime`, `LiteRTModel.runtime`).
+RUNTIME_NAMES = {"keras": "Keras", "litert": "LiteRT"}
 
 
 def empty_scores() -> pd.DataFrame:
@@ -207,6 +204,7 @@ class ScoringStats:
     prep_workers: int = 1
     device: str = "CPU"
     precision: str = "float32"
+    runtime: str = "keras"  # what ran the model: "keras" or "litert" (models/litert.py)
     photos: int = 0
     seconds: float = 0.0  # wall time, first photo read to last row out
     model_seconds: float = 0.0  # the model at work
@@ -232,12 +230,14 @@ class ScoringStats:
 
     def line(self, verbose: bool = False) -> str:
         """`scored 1,000 photos in 8.1 s (123.4 photos/s, 2 prep workers, model on CPU,
-        float32)`, one line a log reader can parse; `verbose` adds the waiting shares."""
+        LiteRT int8 weights)`, one line a log reader can parse; `verbose` adds the waiting
+        shares."""
         noun = "prep actor" if self.engine else "prep worker"
         workers = f"{self.prep_workers} {noun}{'s' if self.prep_workers != 1 else ''}"
+        runtime = RUNTIME_NAMES.get(self.runtime, self.runtime)
         text = (f"scored {self.photos:,} photos in {self.seconds:.1f} s "
                 f"({self.photos_per_second:.1f} photos/s, {workers}, model on {self.device}, "
-                f"{self.precision})")
+                f"{runtime} {self.precision})")
         if self.engine:  # Ray's stages overlap across days: no waiting shares measured
             return f"{text} on {self.engine}"
         if verbose:
@@ -270,6 +270,7 @@ def score_photos(
     stats.prep_workers = prep_workers
     stats.device = str(getattr(model, "device", "CPU"))
     stats.precision = str(getattr(model, "precision", "float32"))
+    stats.runtime = str(getattr(model, "runtime", "keras"))
     root = Path(photo_root)
     size = model.image_size
     contract = contract_for(model.card, detector.name)

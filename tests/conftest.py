@@ -106,3 +106,25 @@ def month(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("month")
     return build_month(f"sqlite:///{root / 'shop.db'}", root)
+
+
+@pytest.fixture(scope="session")
+def litert_model_path(tmp_path_factory) -> Path:
+    """A small untrained model as `ageseg export` leaves it: int8 Keras weights and a LiteRT
+    graph, the card asking for the mirror average, calibrated distribution and P(under 25)
+    head (every step of models/prediction.py). Exported once per session (~30 s)."""
+    from models.build import build_model
+    from models.litert import export_model_file
+    from models.persist import save_model
+
+    _, age_model = build_model(SIZE, under_age=25.0)
+    folder = tmp_path_factory.mktemp("litert")
+    card = {"version": "test-litert", "metrics": {"val_mae": 99.0},
+            "prediction": {"mirror_average": True},
+            "calibration": {"temperature": 0.9, "source": "under_head", "challenge_age": 25.0,
+                            "flag_probability": 0.5,
+                            "under_head": {"age": 25.0, "temperature": 0.8}}}
+    source = save_model(age_model, folder / "float16.ageseg", card, weights="float16")
+    out = folder / "litert.ageseg"
+    export_model_file(source, out=out, echo=lambda _: None)
+    return out

@@ -19,7 +19,7 @@ def test_demo_builds_scores_and_reruns_cleanly(tmp_path, tiny_model_path):
     assert "Share of each age group's spend" in result.output
     # no long silence: each step is announced before it starts
     assert "drawing their checkout photos" in result.output
-    assert "TensorFlow and the age model load first" in result.output
+    assert "the age model loads first" in result.output
     assert "2 quarantined" in result.output  # the demo's broken and deleted photos
     # Most cells of a small day are hidden: the table says so next to it.
     assert "are suppressed" in result.output and "could be shown" in result.output

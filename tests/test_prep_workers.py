@@ -239,7 +239,7 @@ def test_scoring_stats_line_and_shares():
     stats = ScoringStats(prep_workers=2, device="CPU", precision="bf16", photos=1000,
                          seconds=8.0, model_seconds=6.0, model_waited=2.0, prep_busy=12.0)
     assert stats.line() == ("scored 1,000 photos in 8.0 s (125.0 photos/s, 2 prep workers, "
-                            "model on CPU, bf16)")
+                            "model on CPU, Keras bf16)")
     assert stats.model_wait_share == pytest.approx(0.25)
     assert stats.prep_wait_share == pytest.approx(0.25)
     assert "model waited for photos 25 %" in stats.line(verbose=True)
@@ -247,7 +247,8 @@ def test_scoring_stats_line_and_shares():
     # On Ray the stages overlap across days: no shares are measured, so none are printed.
     on_ray = ScoringStats(prep_workers=1, photos=12, seconds=2.0, engine="Ray, 1 model actor")
     assert on_ray.line(verbose=True) == ("scored 12 photos in 2.0 s (6.0 photos/s, 1 prep "
-                                         "actor, model on CPU, float32) on Ray, 1 model actor")
+                                         "actor, model on CPU, Keras float32) on Ray, 1 model "
+                                         "actor")
 
 
 def test_more_workers_need_a_detector_that_clones(tmp_path, tiny_model):
@@ -279,7 +280,8 @@ def test_prep_workers_from_the_environment_and_the_scoring_line(sqlite_url, tmp_
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     line = re.search(r"scored ([\d,]+) photos in ([\d.]+) s \(([\d.]+) photos/s, (\d+) prep "
-                     r"workers?, model on (CPU|GPU), (float32|bf16|float16)\); model waited "
+                     r"workers?, model on (CPU|GPU), (Keras|LiteRT) (float32|bf16|float16|int8 "
+                     r"weights)\); model waited "
                      r"for photos (\d+) % of the time, photos waited for the model (\d+) %",
                      result.output)
     assert line, result.output

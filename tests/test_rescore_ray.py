@@ -116,7 +116,8 @@ def test_ray_rescore_equals_nightly_day_by_day(ray_session, db_url, tmp_path, ti
     assert_same_outputs(nightly, on_ray)
     # Each day prints the scoring line nightly prints, saying it ran on Ray.
     lines = re.findall(r"scored ([\d,]+) photos in [\d.]+ s \([\d.]+ photos/s, \d+ prep "
-                       r"actors?, model on CPU, float32\) on Ray, \d+ model actors?$",
+                       r"actors?, model on CPU, (?:Keras float32|LiteRT int8 weights)\) on Ray, "
+                       r"\d+ model actors?$",
                        result.output, re.MULTILINE)
     n_photos = pd.read_sql("select count(*) as n from checkout_photos", engine)["n"].iloc[0]
     assert len(lines) == len(DAYS), result.output
@@ -263,7 +264,8 @@ def test_worker_killed_mid_run_is_restarted_and_nothing_lost(ray_session, shop, 
 def test_a_running_nightly_keeps_a_ray_rescore_out(shop, tmp_path, tiny_model_path):
     """The same run lock as nightly: a rescore never writes a day while a nightly does."""
     pytest.importorskip("ray", reason="the `ray` extra is not installed")
-    from jobs.lock import EXIT_LOCKED, run_lock
+    from jobs.errors import EXIT_LOCKED
+    from jobs.lock import run_lock
 
     db_url, photos, _ = shop
     out = tmp_path / "ray"
