@@ -125,6 +125,7 @@ def cli(ctx: click.Context, verbose: int, **options: object) -> None:
 # jobs/settings.py, so no command module imports this one.
 from jobs import (  # noqa: E402
     check_source,
+    confusion,
     demo,
     evaluate,
     explore,
@@ -139,5 +140,5 @@ from jobs import (  # noqa: E402
 )
 
 for _module in (init_db, check_source, nightly, rescore, demo, explore, train, export,
-                evaluate, report, publish, runs):
+                confusion, evaluate, report, publish, runs):
     cli.add_command(_module.command)

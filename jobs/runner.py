@@ -243,6 +243,8 @@ def _print_summary(summary, verbose: bool = False) -> None:
         f"{c.get('compliance_partitions_deleted', 0)} compliance partition(s) "
         f"({c.get('compliance_rows_deleted', 0)} flagged rows)"
     )
+    for note in getattr(summary, "notes", []):  # how the corrected estimates were made
+        click.echo(f"  {note}")
     if summary.scoring is not None:
         click.echo(f"  {summary.scoring.line(verbose)}")
     for name, path in summary.outputs.items():

@@ -134,7 +134,7 @@ def scene_bytes(face_path: Path, rng: np.random.Generator,
     from PIL import Image
 
     from demo.scenes import render_checkout_scene
-    from models.faces import decode_photo, read_photo
+    from models.photos import decode_photo, read_photo
 
     face = decode_photo(read_photo(Path(face_path)))
     scene = render_checkout_scene(face, rng, paste="square" if rng.random() < 0.5 else "oval")

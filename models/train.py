@@ -233,6 +233,11 @@ def train(
                       mixed=mixed, metrics=metrics, crop=crop, calibration=calibration,
                       card_extra=card_extra)
     save_model(age_model, out_path, card)
+    # The confusion over ages the marketing estimates correct with (models/confusion.py):
+    # measured on the validation faces as checkout scenes, through the job's own path.
+    from models.confusion import add_to_model
+
+    add_to_model(Path(out_path), val_df, log=log)
     _plot_curves(history, checkpoint_dir / "learning_curves.png")
     return TrainResult(Path(out_path), history, metrics)
 
