@@ -31,7 +31,10 @@ from jobs.settings import Settings, pass_settings
 @pass_settings
 def command(settings: Settings, model_file: Path, faces: Path, out: Path | None,
             seed: int) -> None:
-    """Measure MODEL_FILE's confusion on its validation faces and write it on its card."""
+    """Measure MODEL_FILE's confusion on its validation faces and write it on its card.
+
+    Example: ageseg confusion models/default.ageseg --faces ../shared/faces
+    """
     from analytics.age_groups import AgeBins
     from jobs.scoring_setup import make_detector
     from models.confusion import measure_confusion, validation_faces, with_confusion, write_card
