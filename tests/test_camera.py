@@ -117,3 +117,35 @@ def test_card_round_trip_and_jpeg_and_rotate():
     assert turned[0, 0].max() > 20 and turned[-1, -1].max() > 20
     with pytest.raises(ValueError):
         degrade_face(face.astype(np.float32), camera, np.random.default_rng(0))
+
+
+def test_camera_augment_in_the_training_pipeline(tmp_path):
+    import tensorflow as tf
+
+    from models.data import camera_augment, face_dataset
+    from tests.faces_data import write_labelled_faces
+
+    face = tf.constant(_face(64).astype(np.float32))
+    assert camera_augment(face, 0.0) is face
+    tf.random.set_seed(11)
+    first = [camera_augment(face, 1.0).numpy() for _ in range(3)]
+    tf.random.set_seed(11)
+    again = [camera_augment(face, 1.0).numpy() for _ in range(3)]
+    for a, b in zip(first, again):
+        assert a.shape == (64, 64, 3) and a.dtype == np.float32
+        assert a.min() >= 0.0 and a.max() <= 255.0
+        assert np.array_equal(a, b)  # seeded
+    assert any(not np.array_equal(a, face.numpy()) for a in first)
+
+    import pandas as pd
+
+    csv = write_labelled_faces(tmp_path, n=8, size=40)
+    labels = pd.read_csv(csv)
+    paths = [str(tmp_path / "images" / f) for f in labels["file_name"]]
+    ds = face_dataset(paths, labels["real_age"].to_numpy(), 32, 4, training=True,
+                      camera_prob=0.5)
+    images, ages = next(iter(ds))
+    assert images.shape == (4, 32, 32, 3) and images.dtype == tf.float32
+    assert float(tf.reduce_min(images)) >= 0.0 and float(tf.reduce_max(images)) <= 255.0
+    with pytest.raises(ValueError):
+        face_dataset(paths, labels["real_age"].to_numpy(), 32, 4, camera_prob=1.5)
