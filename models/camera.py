@@ -93,10 +93,10 @@ CONDITIONS: dict[str, tuple[Camera, Camera]] = {
 
 # All conditions at once: a poor camera on an ordinary day, and a bad one on a bad day.
 COMBINED: dict[str, Camera] = {
-    "mild": Camera(exposure=-0.7, contrast=0.8, cast=(1.1, 1.0, 0.9), blur=0.8, motion=3.0,
-                   noise=5.0, jpeg=50, face_px=90, roll=10.0),
-    "strong": Camera(exposure=-1.3, contrast=0.6, cast=(1.2, 1.0, 0.8), blur=1.3, motion=5.0,
-                     noise=9.0, jpeg=35, face_px=64, roll=20.0),
+    "mild": Camera(exposure=-0.5, contrast=0.85, cast=(1.1, 1.0, 0.9), blur=0.7, motion=3.0,
+                   noise=4.0, jpeg=50, face_px=100, roll=10.0),
+    "strong": Camera(exposure=-1.0, contrast=0.75, cast=(1.15, 1.0, 0.85), blur=1.0,
+                     motion=4.0, noise=6.0, jpeg=35, face_px=72, roll=15.0),
 }
 
 # Training draws each condition with `RANGE_PROB`, its strength uniform in its range: the
