@@ -60,3 +60,42 @@ def face_quality(image: np.ndarray) -> FaceQuality:
     """All the signals of one crop."""
     mean, std = exposure(image)
     return FaceQuality(sharpness(image), mean, std)
+
+
+@dataclass(frozen=True)
+class HandledRanges:
+    """The face-crop signals within which bench/camera_quality.py shows the model's ages
+    hold up; a face outside them is aged but marked "low_quality" (models/score.py).
+
+    Measured on the model's crop (64 px for the shipped model), so the thresholds belong to
+    that size; `outside` names the first range a face is outside of, "" when inside.
+    """
+
+    min_sharpness: float
+    min_exposure: float
+    max_exposure: float
+    min_spread: float
+
+    def outside(self, q: FaceQuality) -> str:
+        if q.exposure_mean < self.min_exposure:
+            return "dark"
+        if q.exposure_mean > self.max_exposure:
+            return "bright"
+        if q.exposure_std < self.min_spread:
+            return "flat"
+        if q.sharpness < self.min_sharpness:
+            return "blurred"
+        return ""
+
+    def outside_mask(self, sharp: np.ndarray, mean: np.ndarray, std: np.ndarray
+                     ) -> np.ndarray:
+        """`outside` for columns of signals (NaN, no face: not outside)."""
+        with np.errstate(invalid="ignore"):
+            out = ((mean < self.min_exposure) | (mean > self.max_exposure)
+                   | (std < self.min_spread) | (sharp < self.min_sharpness))
+        return out & ~np.isnan(mean)
+
+
+# Chosen from bench/camera_quality.py on the shipped model (README, "Cameras"): see there.
+HANDLED = HandledRanges(min_sharpness=30.0, min_exposure=50.0, max_exposure=215.0,
+                        min_spread=18.0)
