@@ -15,8 +15,8 @@ from models.score import QUALITY_COLUMNS
 from tests.test_day_aggregates import AGES, BINS, DAY, RECEIPTS, engine  # noqa: F401
 
 GOOD = (400.0, 120.0, 45.0)  # sharpness, exposure mean, spread: inside the handled ranges
-DARK = (200.0, HANDLED.min_exposure - 10, 30.0)
-BLURRED = (HANDLED.min_sharpness / 2, 120.0, 45.0)
+DARK = (200.0, HANDLED.severe_dark - 10, 40.0)  # severely dark: outside on its own
+BLURRED = (HANDLED.blurred - 10, 120.0, HANDLED.flat - 2)  # blurred and flat: two poor
 
 
 def _photo(pid, receipt, status, quality, face_px=120):

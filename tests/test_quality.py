@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter
 
-from models.quality import exposure, face_quality, luminance, sharpness
+from models.quality import (
+    HANDLED,
+    FaceQuality,
+    exposure,
+    face_quality,
+    luminance,
+    sharpness,
+)
 
 
 def _texture(side: int = 64) -> np.ndarray:
@@ -43,3 +50,33 @@ def test_luminance_weights_green_most():
     green[..., 1] = 255
     assert luminance(green).mean() > luminance(red).mean()
     assert sharpness(np.zeros((2, 2, 3), np.uint8)) == 0.0
+
+
+def test_handled_ranges_one_severe_or_two_poor_signals():
+    good = FaceQuality(400.0, 125.0, 50.0)
+    assert not HANDLED.outside(good)
+    # One poor signal alone is handled (the model copes with one condition at a time) ...
+    assert not HANDLED.outside(FaceQuality(HANDLED.blurred - 1, 125.0, 50.0))
+    assert not HANDLED.outside(FaceQuality(400.0, HANDLED.dark - 1, 50.0))
+    # ... two are not, nor one severe.
+    assert HANDLED.outside(FaceQuality(HANDLED.blurred - 1, HANDLED.dark - 1, 50.0))
+    assert HANDLED.outside(FaceQuality(400.0, 125.0, HANDLED.severe_flat - 1))
+    assert HANDLED.outside(FaceQuality(400.0, HANDLED.severe_bright + 1, 50.0))
+    mask = HANDLED.outside_mask(np.array([400.0, 10.0, np.nan]),
+                                np.array([125.0, 125.0, np.nan]),
+                                np.array([50.0, 50.0, np.nan]))
+    assert mask.tolist() == [False, True, False]
+
+
+def test_a_degraded_camera_face_is_less_sharp():
+    from models.camera import COMBINED, degrade_face
+
+    rng = np.random.default_rng(0)
+    u = np.linspace(0, 1, 200)
+    face = np.clip(60 + 120 * u[None, :, None] + rng.normal(0, 25, (200, 200, 3)), 0, 255)
+    face = face.astype(np.uint8)
+    small = np.asarray(Image.fromarray(face).resize((64, 64), Image.BILINEAR))
+    assert not HANDLED.outside(face_quality(small))
+    worse = degrade_face(face, COMBINED["strong"], rng)
+    worse = np.asarray(Image.fromarray(worse).resize((64, 64), Image.BILINEAR))
+    assert face_quality(worse).sharpness < face_quality(small).sharpness
