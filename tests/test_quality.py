@@ -80,3 +80,32 @@ def test_a_degraded_camera_face_is_less_sharp():
     worse = degrade_face(face, COMBINED["strong"], rng)
     worse = np.asarray(Image.fromarray(worse).resize((64, 64), Image.BILINEAR))
     assert face_quality(worse).sharpness < face_quality(small).sharpness
+
+
+class _StubModel:
+    """Ages every face 30: enough for estimate_batch's bookkeeping."""
+
+    image_size = 64
+
+    def predict_all(self, faces, batch_size=32):
+        return np.full(len(faces), 30.0, np.float32), None, None
+
+    def p_under(self, probs, head, age):
+        return None
+
+
+def test_estimate_batch_records_quality_and_marks_low_quality():
+    from models.score import QUALITY_COLUMNS, SCORE_COLUMNS, PreparedPhoto, estimate_batch
+
+    sharp = _texture()
+    dark_flat = np.full((64, 64, 3), 30, np.uint8)  # severely dark and flat
+    prepared = [PreparedPhoto(1, sharp, 1, "ok"),
+                PreparedPhoto(2, dark_flat, 2, "several_faces"),
+                PreparedPhoto(3, dark_flat, 1, "low_confidence"),
+                PreparedPhoto(4, None, 0, "no_face")]
+    frame = estimate_batch(prepared, _StubModel(), 32)
+    assert list(frame.columns) == SCORE_COLUMNS
+    assert frame["status"].tolist() == ["ok", "low_quality", "low_confidence", "no_face"]
+    assert frame.loc[0, "sharpness"] == np.float32(sharpness(sharp))
+    assert frame.loc[3, QUALITY_COLUMNS].isna().all()
+    assert frame.loc[1, "exposure_mean"] == 30.0 and frame.loc[1, "age"] == 30.0
