@@ -31,8 +31,8 @@ from analytics.day_tables import (
     write_day_tables,
 )
 from analytics.parquet import read_marker, remove_marker, write_marker
-from models.faces import UNOPENED_REASONS, PhotoError, resolve_photo_path
 from models.persist import AgeModel
+from models.photos import UNOPENED_REASONS, PhotoError, resolve_photo_path
 from models.score import (
     AGED,
     QUALITY_COLUMNS,

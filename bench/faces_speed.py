@@ -21,7 +21,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from demo.scenes import available_demo_faces, make_checkout_scene  # noqa: E402
 from models.blazeface import BlazeFaceDetector  # noqa: E402
-from models.faces import MtcnnDetector, build_mtcnn, decode_photo  # noqa: E402
+from models.mtcnn import MtcnnDetector, build_mtcnn  # noqa: E402
+from models.photos import decode_photo  # noqa: E402
 
 # (max_side, min_face_size). The detector shrinks each photo so that min_face_size becomes
 # MTCNN's 20 px, so (640, 40) and (320, 40) both detect on 320x240 copies of these scenes.

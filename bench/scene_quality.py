@@ -52,7 +52,7 @@ SWEEP = {"blazeface": (0.3, [0.3, 0.4, 0.5, 0.6, 0.75]),
 def compose(faces: pd.DataFrame, folder: Path, rng: np.random.Generator) -> pd.DataFrame:
     """Write one scene per face; return what was pasted where, and the style used."""
     from demo.scenes import render_checkout_scene
-    from models.faces import decode_photo, read_photo
+    from models.photos import decode_photo, read_photo
 
     rows = []
     for i, row in enumerate(faces.itertuples()):
@@ -133,7 +133,8 @@ def framing(model, scenes: pd.DataFrame, folder: Path) -> dict[float, float]:
     """MAE when the model's square is the pasted face exactly, and 15 % smaller or larger:
     how much a framing error costs (only the whole-square pastes, whose framing is exact)."""
     from models.crop import CropContract, crop_face
-    from models.faces import FaceBox, decode_photo, read_photo
+    from models.faces import FaceBox
+    from models.photos import decode_photo, read_photo
 
     exact = scenes[scenes["paste"] == "square"]
     images = [decode_photo(read_photo(folder / p)) for p in exact["path"]]
@@ -150,8 +151,8 @@ def framing(model, scenes: pd.DataFrame, folder: Path) -> dict[float, float]:
 
 def sweep(name: str, scenes: pd.DataFrame, folder: Path, empties: list[np.ndarray]) -> list:
     """Missed shoppers and false faces at several confidence cut-offs."""
-    from jobs.runner import make_detector
-    from models.faces import decode_photo, read_photo
+    from jobs.scoring_setup import make_detector
+    from models.photos import decode_photo, read_photo
 
     floor, cuts = SWEEP[name]
     detector = make_detector(name, 40, floor)
@@ -186,7 +187,7 @@ def main() -> int:
         return 0
 
     from demo.scenes import render_empty_scene
-    from jobs.runner import make_detector
+    from jobs.scoring_setup import make_detector
     from models.crop import contract_for
     from models.faces import WholeImageDetector
     from models.labels import load_labels, split_labels

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from models.faces import PhotoError, decode_photo, read_photo
+from models.photos import PhotoError, decode_photo, read_photo
 
 FACE_PX = (90, 200)  # side of the pasted face square; MTCNN finds these reliably at 640x480
 SECOND_FACE_PROB = 0.3

@@ -32,8 +32,6 @@ from jobs.settings import (
 
 quiet_tf.install()  # the two start-up lines that TF_CPP_MIN_LOG_LEVEL cannot silence
 
-pass_settings = click.make_pass_decorator(Settings)
-
 
 @click.group(context_settings={"auto_envvar_prefix": "AGESEG",
                                 "help_option_names": ["-h", "--help"]})
@@ -116,27 +114,23 @@ def cli(ctx: click.Context, verbose: int, **options: object) -> None:
     ctx.obj = Settings(**options, verbose=verbose)  # type: ignore[arg-type]
 
 
-def _register() -> None:
-    """Attach each subcommand; one module per command keeps this file a table of contents."""
-    import importlib
+# One module per command keeps this file a table of contents. Imported here, after
+# quiet_tf.install(), and never the other way round: a command takes `pass_settings` from
+# jobs/settings.py, so no command module imports this one.
+from jobs import (  # noqa: E402
+    check_source,
+    demo,
+    evaluate,
+    explore,
+    init_db,
+    nightly,
+    publish,
+    report,
+    rescore,
+    runs,
+    train,
+)
 
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(f"jobs.{name}")
-        cli.add_command(module.command)
-
-
-COMMAND_MODULES = [
-    "init_db",
-    "check_source",
-    "nightly",
-    "rescore",
-    "demo",
-    "explore",
-    "train",
-    "evaluate",
-    "report",
-    "publish",
-    "runs",
-]
-
-_register()
+for _module in (init_db, check_source, nightly, rescore, demo, explore, train, evaluate,
+                report, publish, runs):
+    cli.add_command(_module.command)

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import click
 
-from jobs.cli import pass_settings
 from jobs.runner import run_days
-from jobs.settings import Settings
+from jobs.settings import Settings, pass_settings
 
 DEMO_DAY = dt.date(2026, 11, 28)
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from jobs.cli import pass_settings
-from jobs.settings import Settings
+from jobs.settings import Settings, pass_settings
 
 
 @click.command("init-db")
@@ -17,16 +16,14 @@ def command(settings: Settings) -> None:
     only the job's own tables (runs, quarantine, mkt_*) are created in --db-url, and nothing
     in the source.
 
+    Like every command, exits 69 when the database stays unreachable through the retries,
+    and 1 on any other database error (no permission, ...).
+
     \b
     Example: AGESEG_DB_URL=postgresql+psycopg://shop@db/shop ageseg init-db
     """
-    from sql.engine import (
-        DatabaseUnavailable,
-        DatabaseUrlError,
-        make_engine,
-        redact_url,
-        with_retries,
-    )
+    from jobs.errors import database_errors
+    from sql.engine import DatabaseUrlError, make_engine, redact_url, with_retries
     from sql.queries import create_schema
 
     try:
@@ -34,10 +31,8 @@ def command(settings: Settings) -> None:
     except DatabaseUrlError as exc:
         raise click.BadParameter(str(exc), param_hint="--db-url") from exc
     try:
-        with_retries(lambda: create_schema(engine, shop=not settings.job_tables_only))
-    except DatabaseUnavailable as exc:
-        raise click.ClickException(
-            f"database unavailable ({redact_url(settings.db_url)}): {exc}") from exc
+        with database_errors(settings.db_url):
+            with_retries(lambda: create_schema(engine, shop=not settings.job_tables_only))
     finally:
         engine.dispose()
     which = "the job's tables" if settings.job_tables_only else "schema"

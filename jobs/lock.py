@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-EXIT_LOCKED = 75  # EX_TEMPFAIL: cron may simply try again later
 _OPEN_ATTEMPTS = 5  # a lock file deleted under us is reopened at most this often
 
 

@@ -6,9 +6,8 @@ import datetime as dt
 
 import click
 
-from jobs.cli import pass_settings
 from jobs.runner import day_options, run_days, yesterday
-from jobs.settings import Settings
+from jobs.settings import Settings, pass_settings
 
 
 @click.command("nightly")

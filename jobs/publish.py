@@ -6,8 +6,7 @@ import datetime as dt
 
 import click
 
-from jobs.cli import pass_settings
-from jobs.settings import Settings
+from jobs.settings import Settings, pass_settings
 
 
 @click.command("publish")
@@ -23,18 +22,11 @@ def command(settings: Settings, day: dt.datetime | None) -> None:
     \b
     Example: AGESEG_DB_URL=postgresql+psycopg://shop@db/shop ageseg publish --date 2026-11-28
     """
-    import sqlalchemy as sa
-
     from analytics.parquet import PartitionNotFound
     from analytics.publish import publish_day
-    from jobs.runner import EXIT_DB_UNAVAILABLE, JobFailed, yesterday
-    from sql.engine import (
-        DatabaseUnavailable,
-        DatabaseUrlError,
-        describe_error,
-        make_engine,
-        redact_url,
-    )
+    from jobs.errors import database_errors
+    from jobs.runner import yesterday
+    from sql.engine import DatabaseUrlError, make_engine, redact_url
 
     when = day.date() if day else yesterday()
     try:
@@ -42,15 +34,10 @@ def command(settings: Settings, day: dt.datetime | None) -> None:
     except DatabaseUrlError as exc:
         raise click.BadParameter(str(exc), param_hint="--db-url") from exc
     try:
-        counts = publish_day(engine, settings.output_root, when)
+        with database_errors(settings.db_url):
+            counts = publish_day(engine, settings.output_root, when)
     except PartitionNotFound as exc:
         raise click.ClickException(f"{exc}; run `ageseg nightly --date {when}` first") from exc
-    except DatabaseUnavailable as exc:
-        raise JobFailed(f"database unavailable ({redact_url(settings.db_url)}): {exc}",
-                        EXIT_DB_UNAVAILABLE) from exc
-    except sa.exc.SQLAlchemyError as exc:
-        raise click.ClickException(
-            f"database error ({redact_url(settings.db_url)}): {describe_error(exc)}") from exc
     finally:
         engine.dispose()
     summary = ", ".join(f"{rows} rows in {table}" for table, rows in counts.items())

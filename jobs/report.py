@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from jobs.cli import pass_settings
-from jobs.settings import Settings
+from jobs.settings import Settings, pass_settings
 
 
 @click.command("report")

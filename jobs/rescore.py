@@ -7,9 +7,8 @@ import os
 
 import click
 
-from jobs.cli import pass_settings
 from jobs.runner import day_options, run_days
-from jobs.settings import Settings
+from jobs.settings import Settings, pass_settings
 
 
 @click.command("rescore")

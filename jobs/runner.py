@@ -1,4 +1,7 @@
-"""What `nightly` and `rescore` share: lock, load the model once, run days, report, exit codes."""
+"""What `nightly` and `rescore` share: lock, load the model once, run days, report.
+
+Only the orchestration: the start-up checks are in jobs/preflight.py, the exit codes and
+the database-error rule in jobs/errors.py."""
 
 from __future__ import annotations
 
@@ -13,28 +16,30 @@ from typing import TYPE_CHECKING
 
 import click
 
-from jobs.errors import JobFailed
-from jobs.lock import EXIT_LOCKED, AlreadyRunning, LockError, lock_holder, run_lock
-from jobs.scoring_setup import (  # noqa: F401 (make_detector: re-exported)
-    load_scoring,
-    make_detector,
-    new_run_id,
-    resolved,
+from jobs.errors import (
+    EXIT_CANT_WRITE,
+    EXIT_LOCKED,
+    EXIT_NO_PHOTOS,
+    EXIT_TERMINATED,
+    JobFailed,
+    database_errors,
 )
-from jobs.settings import DEFAULT_BATCH_SIZE, DEFAULT_DB_URL, DEFAULT_PHOTO_ROOT, Settings
+from jobs.lock import AlreadyRunning, LockError, lock_holder, run_lock
+from jobs.preflight import (
+    check_model,
+    check_photo_root,
+    check_ready,
+    check_sqlite_file,
+    parse_bins,
+    source_engine,
+)
+from jobs.scoring_setup import load_scoring, new_run_id, resolved
+from jobs.settings import DEFAULT_BATCH_SIZE, Settings
 
 if TYPE_CHECKING:
     from jobs.ray_engine import RayOptions
 
 log = logging.getLogger("ageseg")
-
-EXIT_USAGE = 2  # as Click's own usage errors: nothing was done
-EXIT_EMPTY_DAY = 65  # EX_DATAERR: no receipts and no photos; the day was never loaded?
-EXIT_NO_PHOTOS = 66  # EX_NOINPUT
-EXIT_DB_UNAVAILABLE = 69  # EX_UNAVAILABLE
-EXIT_CANT_WRITE = 73  # EX_CANTCREAT
-EXIT_CONFIG = 78  # EX_CONFIG: the source lacks tables, columns or types the job reads
-EXIT_TERMINATED = 128 + signal.SIGTERM  # what a shell reports for a process killed by SIGTERM
 
 
 def day_options(command):
@@ -46,15 +51,6 @@ def day_options(command):
     return click.option(
         "--dry-run", is_flag=True,
         help="Run the start-up checks and say what would be scored; write nothing.")(command)
-
-
-def parse_bins(spec: str):
-    from analytics.age_groups import AgeBins, AgeBinsError
-
-    try:
-        return AgeBins.parse(spec)
-    except AgeBinsError as exc:
-        raise click.BadParameter(str(exc), param_hint="--age-bins") from exc
 
 
 def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: bool,
@@ -75,18 +71,9 @@ def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: 
     All of them come before TensorFlow and the model load, and --dry-run runs them too:
     an operator learns in seconds, not after an hour of scoring, that the night cannot work.
     """
-    import sqlalchemy as sa
-
     from analytics.parquet import OutputError, PartitionUnreadable
     from analytics.pipeline import PhotosUnavailable
-    from jobs.check_source import source_engine
-    from sql.engine import (
-        DatabaseUnavailable,
-        DatabaseUrlError,
-        describe_error,
-        make_engine,
-        redact_url,
-    )
+    from sql.engine import DatabaseUrlError, make_engine
 
     bins = parse_bins(settings.age_bins)  # bad bins fail before any work
     try:
@@ -100,50 +87,42 @@ def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: 
     check_photo_root(settings)
     what = f"{job} {days[0]}" + (f"..{days[-1]}" if len(days) > 1 else "")
     try:
-        if dry_run:
-            _preflight(settings, engine, days, allow_empty=allow_empty, writing=False,
-                       source=source)
-            _dry_run(settings, source, days, model_path, card)
-            return
-        with _sigterm_as_exception(), run_lock(settings.lock_dir, what=what):
-            _preflight(settings, engine, days, allow_empty=allow_empty, source=source)
-            _mark_interrupted(settings, engine)
-            if ray is not None:
-                from jobs.ray_engine import rescore_on_ray
-
-                for summary in rescore_on_ray(settings, engine, days, nightly_config(
-                        settings, bins), ray, job=job, force=force, on_skip=_print_skip,
-                        source=source):
-                    _print_summary(summary)
+        with database_errors(settings.db_url):
+            if dry_run:
+                check_ready(settings, engine, days, allow_empty=allow_empty, writing=False,
+                            source=source)
+                _dry_run(settings, source, days, model_path, card)
                 return
-            model, detector = load_scoring(settings)
-            settings = resolved(settings, model)  # batch size and prep workers for it
-            for day in days:
-                if not force and _is_current(settings, day, model.version, bins):
-                    _print_skip(day, model.version)
-                    continue
-                summary = _run_one(settings, engine, day, model, detector, bins, job,
-                                   source=source)
-                _print_summary(summary, verbose=settings.verbose > 0)
+            with _sigterm_as_exception(), run_lock(settings.lock_dir, what=what):
+                check_ready(settings, engine, days, allow_empty=allow_empty, source=source)
+                _mark_interrupted(settings, engine)
+                if ray is not None:
+                    from jobs.ray_engine import rescore_on_ray
+
+                    for summary in rescore_on_ray(settings, engine, days, nightly_config(
+                            settings, bins), ray, job=job, force=force, on_skip=_print_skip,
+                            source=source):
+                        _print_summary(summary)
+                    return
+                model, detector = load_scoring(settings)
+                settings = resolved(settings, model)  # batch size and prep workers for it
+                for day in days:
+                    if not force and _is_current(settings, day, model.version, bins):
+                        _print_skip(day, model.version)
+                        continue
+                    summary = _run_one(settings, engine, day, model, detector, bins, job,
+                                       source=source)
+                    _print_summary(summary, verbose=settings.verbose > 0)
     except AlreadyRunning as exc:
         raise JobFailed(str(exc), EXIT_LOCKED) from exc
     except LockError as exc:
         raise JobFailed(str(exc.strerror or exc), EXIT_CANT_WRITE) from exc
-    except DatabaseUnavailable as exc:
-        reason = str(exc).removeprefix("database unavailable").lstrip(": ")
-        raise JobFailed(f"database unavailable ({redact_url(settings.db_url)})"
-                        f"{' ' if reason.startswith('after') else ': '}{reason}",
-                        EXIT_DB_UNAVAILABLE) from exc
     except OutputError as exc:
         raise JobFailed(str(exc), EXIT_CANT_WRITE) from exc
     except PartitionUnreadable as exc:
         raise JobFailed(str(exc)) from exc
     except PhotosUnavailable as exc:
         raise JobFailed(str(exc), EXIT_NO_PHOTOS) from exc
-    except sa.exc.SQLAlchemyError as exc:  # not transient: missing table, no permission, ...
-        log.debug("database error", exc_info=True)
-        raise JobFailed(f"database error ({redact_url(settings.db_url)}): "
-                        f"{describe_error(exc)}") from exc
     except Terminated as exc:
         raise JobFailed(str(exc), EXIT_TERMINATED) from exc
     finally:
@@ -178,106 +157,6 @@ def _sigterm_as_exception() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def check_model(settings: Settings) -> tuple[Path, dict]:
-    """The model file and its card, read without TensorFlow: a wrong --model or an untrained
-    model fails in well under a second, not after the 10-15 s of importing TensorFlow."""
-    import zipfile
-
-    from models.persist import (
-        DEFAULT_MODEL_PATH,
-        FORMAT,
-        ModelFileError,
-        ModelNotFound,
-        read_card,
-    )
-
-    path = settings.model_path or DEFAULT_MODEL_PATH
-    try:
-        card = read_card(path)
-    except (ModelNotFound, ModelFileError) as exc:
-        raise JobFailed(str(exc)) from exc
-    except (KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise JobFailed(f"{path} is not an ageseg model file (no readable card: {exc})") from exc
-    if card.get("format") != FORMAT:
-        raise JobFailed(f"{path}: unknown model format {card.get('format')!r}")
-    if not (card.get("metrics") or {}).get("val_mae"):
-        raise JobFailed(f"model {card.get('version', 'unversioned')} has no validation "
-                        "figures: refusing to present an untrained model's output as ages")
-    return Path(path), card
-
-
-def check_sqlite_file(db_url: str) -> None:
-    """A SQLite URL must name an existing file: SQLite would create an empty one and the run
-    would then fail on a missing table (or the defaults, used outside the repository, would
-    be reported as an outage)."""
-    from sqlalchemy.engine import make_url
-
-    url = make_url(db_url)
-    database = url.database or ""
-    if (url.get_backend_name() != "sqlite" or database in ("", ":memory:")
-            or database.startswith("file:") or url.query.get("uri")):
-        return
-    if Path(database).is_file():
-        return
-    where = _default_note(db_url == DEFAULT_DB_URL, "--db-url / AGESEG_DB_URL")
-    raise JobFailed(f"database file {database} does not exist{where}; create the tables with "
-                    "`ageseg init-db` (or build the demo with `make demo`)", EXIT_USAGE)
-
-
-def check_photo_root(settings: Settings) -> None:
-    if not settings.photo_root.is_dir():
-        # Every photo would be quarantined as missing and the day's tables replaced by ones
-        # where every shopper's age is unknown: refuse instead.
-        where = _default_note(settings.photo_root == DEFAULT_PHOTO_ROOT,
-                              "--photo-root / AGESEG_PHOTO_ROOT")
-        raise JobFailed(f"photo root {settings.photo_root} is not a folder{where} "
-                        "(is the photo share mounted?)")
-
-
-def _default_note(is_default: bool, option: str) -> str:
-    """For a demo default used elsewhere: say it was the default and where it was looked for."""
-    if not is_default:
-        return ""
-    return (f" (the demo default, relative to the current folder {Path.cwd()}; "
-            f"run from the repository or set {option})")
-
-
-def _preflight(settings: Settings, engine, days, *, allow_empty: bool,
-               writing: bool = True, source=None) -> None:
-    """Fail fast on what would otherwise fail after the model load and all the scoring."""
-    from analytics.parquet import check_writable
-    from analytics.pipeline import check_photo_files
-    from jobs.check_source import checked_source
-    from sql import queries
-    from sql.engine import DatabaseUnavailable, ping, redact_url, with_retries
-
-    source = source or engine
-    with_retries(lambda: ping(engine))
-    missing = with_retries(lambda: queries.missing_tables(
-        engine, shop=not settings.job_tables_only))
-    if missing:
-        raise JobFailed(f"database {redact_url(settings.db_url)} lacks the tables "
-                        f"{', '.join(missing)}: create them with `ageseg init-db`")
-    try:
-        checked_source(settings, source)
-    except DatabaseUnavailable as exc:
-        raise JobFailed(f"source unavailable ({redact_url(settings.source)}): {exc}",
-                        EXIT_DB_UNAVAILABLE) from exc
-    if writing:  # creates the output folders (empty) if need be
-        for root in (settings.output_root, settings.restricted_root):
-            check_writable(root)
-    for day in days:
-        counts = with_retries(lambda d=day: queries.day_counts(source, d))
-        if not counts["receipts"] and not counts["photos"] and not allow_empty:
-            raise JobFailed(f"{day} has no receipts and no photos in "
-                            f"{redact_url(settings.source)}: were its sales loaded? Nothing "
-                            "was written; pass --allow-empty to write empty tables for it",
-                            EXIT_EMPTY_DAY)
-        if counts["photos"]:
-            photos = with_retries(lambda d=day: queries.photos_for_day(source, d))
-            check_photo_files(photos, day, settings.photo_root)
 
 
 def _mark_interrupted(settings: Settings, engine) -> None:

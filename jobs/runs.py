@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from jobs.cli import pass_settings
-from jobs.settings import Settings
+from jobs.settings import Settings, pass_settings
 
 
 @click.command("runs")
@@ -19,17 +18,9 @@ def command(settings: Settings, limit: int) -> None:
     \b
     Example: ageseg runs --limit 5
     """
-    import sqlalchemy as sa
-
-    from jobs.runner import EXIT_DB_UNAVAILABLE, JobFailed, check_sqlite_file
-    from sql.engine import (
-        DatabaseUnavailable,
-        DatabaseUrlError,
-        describe_error,
-        make_engine,
-        redact_url,
-        with_retries,
-    )
+    from jobs.errors import database_errors
+    from jobs.preflight import check_sqlite_file
+    from sql.engine import DatabaseUrlError, make_engine, redact_url, with_retries
     from sql.queries import latest_runs
 
     try:
@@ -38,13 +29,8 @@ def command(settings: Settings, limit: int) -> None:
         raise click.BadParameter(str(exc), param_hint="--db-url") from exc
     check_sqlite_file(settings.db_url)
     try:
-        runs = with_retries(lambda: latest_runs(engine, limit))
-    except DatabaseUnavailable as exc:
-        raise JobFailed(f"database unavailable ({redact_url(settings.db_url)}): {exc}",
-                        EXIT_DB_UNAVAILABLE) from exc
-    except sa.exc.SQLAlchemyError as exc:
-        raise click.ClickException(
-            f"database error ({redact_url(settings.db_url)}): {describe_error(exc)}") from exc
+        with database_errors(settings.db_url):
+            runs = with_retries(lambda: latest_runs(engine, limit))
     finally:
         engine.dispose()
     if runs.empty:

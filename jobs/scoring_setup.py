@@ -76,7 +76,7 @@ def make_detector(name: str, min_face_size: int, confidence: float | None = None
     if confidence is not None:
         options["min_confidence"] = confidence
     if name == "mtcnn":
-        from models.faces import MtcnnDetector
+        from models.mtcnn import MtcnnDetector
 
         return MtcnnDetector(**options)
     from models.blazeface import BlazeFaceDetector

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
+
 DEFAULT_DB_URL = "sqlite:///var/demo/shop.db"
 DEFAULT_PHOTO_ROOT = Path("var/demo/photos")
 DEFAULT_AGE_BINS = "0-17,18-24,25-34,35-44,45-54,55-64,65+"
@@ -65,3 +67,8 @@ class Settings:
         """True when --db-url holds only the job's own tables (runs, quarantine, mkt_*): the
         till data is in another database, or in a schema of its own (views, say)."""
         return self.separate_source or bool(self.source_schema)
+
+
+# Each command module takes the group's Settings with this, from here and not from cli.py:
+# cli.py imports every command, so a command importing cli.py would be an import cycle.
+pass_settings = click.make_pass_decorator(Settings)

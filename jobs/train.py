@@ -69,7 +69,8 @@ def command(labels: Path, images: Path, out: Path, checkpoint_dir: Path | None, 
     Example: ageseg train --labels faces/labels.csv --images faces/final_files --out model.ageseg
     """
     from models.labels import LabelsError, load_labels
-    from models.train import TrainConfig, TrainingError, train
+    from models.recipe import TrainConfig, TrainingError
+    from models.train import train
 
     try:
         loaded = load_labels(labels, images, strict=on_bad_rows == "stop", check_images=True)

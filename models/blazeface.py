@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from models.faces import MAX_SIDE, FaceBox, _check_image, check_detector_options
+from models.faces import FaceBox, check_detector_options, check_image
+from models.photos import MAX_SIDE
 
 WEIGHTS = Path(__file__).with_name("weights") / "face_detection_back.tflite"
 INPUT_SIDE = 256
@@ -87,7 +88,7 @@ class BlazeFaceDetector:
         return [self._detect_one(image) for image in images]
 
     def _detect_one(self, image: np.ndarray) -> list[FaceBox]:
-        height, width = _check_image(image)
+        height, width = check_image(image)
         tensor, scale, pad_x, pad_y = _letterbox(image)
         interpreter = self._network()
         interpreter.set_tensor(self._input, tensor[None])

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from models.faces import FaceBox, _check_image
+from models.faces import FaceBox, check_image
 
 WHOLE_IMAGE = "whole-image"
 
@@ -117,7 +117,7 @@ def crop_face(image: np.ndarray, box: FaceBox, size: int, contract: CropContract
     """
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
-    height, width = _check_image(image)
+    height, width = check_image(image)
     cx, cy, side_f = contract.square(box)
     side = max(1, round(side_f))
     roll = eye_roll(box) if contract.align else 0.0

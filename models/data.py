@@ -171,7 +171,7 @@ def face_dataset(
 ) -> tf.data.Dataset:
     """Batches of (image, age) — or images alone when ``ages`` is None. ``ages`` may also be
     any per-face targets: an (N, k) array, or a dict of them for a model with several
-    outputs (models/train.py: `training_targets`).
+    outputs (models/recipe.py: `training_targets`).
 
     Decoded images are cached in memory at model size (17.5k faces at 64 px is ~0.2 GB), so
     only the first epoch decodes JPEGs. Training batches are shuffled and augmented and the

@@ -27,16 +27,9 @@ import numpy as np
 import pandas as pd
 
 from models.crop import CropContract, contract_for, crop_face
-from models.faces import (
-    FaceBox,
-    FaceDetector,
-    PhotoError,
-    decode_photo,
-    largest_face,
-    read_photo,
-    resolve_photo_path,
-)
+from models.faces import FaceBox, FaceDetector, largest_face
 from models.persist import AgeModel
+from models.photos import PhotoError, decode_photo, read_photo, resolve_photo_path
 from models.quality import HANDLED, HandledRanges, face_quality
 
 # How sure an estimate is. "ok": one face, confidently detected. The next three are aged

@@ -1,63 +1,42 @@
 """Fit the age model on labelled faces, with checkpoints that survive interruption.
 
-Everything that must outlive a killed process lives in ``checkpoint_dir`` (outside git):
-the latest weights and optimizer state (Keras' BackupAndRestore), the best weights by
-validation MAE, the per-epoch history CSV and the config the run was started with. A run
-started again with ``resume=True`` continues from the last saved epoch with the same
-learning-rate schedule; history and best weights are rolled back to that epoch, so the three
-always agree (``_EpochRecords``).
+The fit alone: the recipe (TrainConfig, the levers, the compiled losses) is in
+models/recipe.py, what the run keeps in its checkpoint folder (the atomic backup, the best
+weights and history, consistent after a kill) in models/checkpoints.py, and the card it
+writes (final metrics, calibration, crop contracts) in models/card.py. A run started again
+with ``resume=True`` continues from the last saved epoch with the same learning-rate
+schedule.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 import pandas as pd
 
-# Trained models predict with the mirror average (models.persist.AgeModel): their card says
-# so, and its figures are measured that way.
-MIRROR_AVERAGE = True
-
-
-class TrainingError(RuntimeError):
-    """Training cannot start or continue as asked."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The recipe. Defaults are what the shipped model was trained with."""
-
-    image_size: int = 64
-    head: str = "dex"
-    batch_size: int = 64
-    epochs: int = 30
-    steps_per_epoch: int | None = None  # None: one pass over the training split
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-2
-    warmup_epochs: int = 1
-    freeze_epochs: int = 2  # only with pretrained backbone weights: train the head first
-    patience: int = 8
-    seed: int = 1337
-    val_frac: float = 0.1
-    test_frac: float = 0.15
-    # Issue 19's levers (models/imbalance.py, models/build.py); off by default.
-    sample_weights: str = "none"  # "lds" or "under25": per-face weights on the age loss
-    under_age: float | None = None  # a second output P(age < under_age), BCE toward 13-30
-    ema: float = 0.0  # > 0: the shipped weights are this momentum's moving average (no
-    #                   early stopping: the final average, so validation picks nothing)
-
-
-SAMPLE_WEIGHTS = ("none", "lds", "under25")
-UNDER25_BANDS = {(0.0, 25.0): 2.0}  # "under25": the under-25s count twice in the age loss
+from models.card import build_card, calibrate_crops, final_metrics, samples_seen
+from models.checkpoints import (
+    AtomicBackup,
+    EpochRecords,
+    adopt_legacy_best,
+    best_epoch,
+    best_weights_path,
+)
+from models.recipe import (
+    SAMPLE_WEIGHTS,
+    TrainConfig,
+    TrainingError,
+    compile_model,
+    training_targets,
+)
 
 
 @dataclass
@@ -74,223 +53,47 @@ def use_mixed_precision() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def _compile(train_model, config: TrainConfig, learning_rate, head: str) -> None:
-    import keras
-
-    from models.build import UNDER_HEAD, dex_loss, expected_age_mae, under_loss
-
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=learning_rate, weight_decay=config.weight_decay, clipnorm=1.0,
-        use_ema=config.ema > 0, ema_momentum=config.ema or 0.99,
-    )
-    if head == "dex" and config.under_age is not None:
-        mae = keras.metrics.MeanMetricWrapper(expected_age_mae, name="mae")
-        train_model.compile(optimizer=optimizer,
-                            loss={"age_probs": dex_loss(), UNDER_HEAD: under_loss},
-                            metrics={"age_probs": [mae]})
-    elif head == "dex":
-        mae = keras.metrics.MeanMetricWrapper(expected_age_mae, name="mae")
-        train_model.compile(optimizer=optimizer, loss=dex_loss(), metrics=[mae])
-    else:
-        train_model.compile(optimizer=optimizer, loss="mse", metrics=["mae"])
-
-
-class _TimeBudget:
+class TimeBudget(keras.callbacks.Callback):
     """Stop at an epoch boundary when the next epoch would overrun the budget."""
 
-    def __new__(cls, minutes: float):
-        import keras
+    def __init__(self, minutes: float) -> None:
+        super().__init__()
+        self.minutes = minutes
 
-        class TimeBudget(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                self.start = time.monotonic()
-                self.epoch_start = self.start
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+        self.epoch_start = self.start
 
-            def on_epoch_begin(self, epoch, logs=None):
-                self.epoch_start = time.monotonic()
-                if self.epoch_start > self.start + minutes * 60:
-                    # Already over budget (e.g. `--resume --max-minutes 0.01` to rewrite a
-                    # finished run's model with the current card): Keras stops after the
-                    # first batch, and the best weights, not these, are what is saved.
-                    self.model.stop_training = True
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.monotonic()
+        if self.epoch_start > self.start + self.minutes * 60:
+            # Already over budget (e.g. `--resume --max-minutes 0.01` to rewrite a
+            # finished run's model with the current card): Keras stops after the
+            # first batch, and the best weights, not these, are what is saved.
+            self.model.stop_training = True
 
-            def on_epoch_end(self, epoch, logs=None):
-                now = time.monotonic()
-                if now + (now - self.epoch_start) > self.start + minutes * 60:
-                    self.model.stop_training = True
-
-        return TimeBudget()
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.monotonic()
+        if now + (now - self.epoch_start) > self.start + self.minutes * 60:
+            self.model.stop_training = True
 
 
-class _AgeMetricNames:
+class AgeMetricNames(keras.callbacks.Callback):
     """A model with two outputs logs its age metric as ``age_probs_mae``; early stopping,
     the best weights and the history all read ``mae`` / ``val_mae``, so name it so first."""
 
-    def __new__(cls):
-        import keras
-
-        class AgeMetricNames(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                if logs is not None:
-                    for prefix in ("", "val_"):
-                        if f"{prefix}age_probs_mae" in logs:
-                            logs[f"{prefix}mae"] = logs[f"{prefix}age_probs_mae"]
-
-        return AgeMetricNames()
-
-
-class _AtomicBackup:
-    """Keras' BackupAndRestore, with each of its files written aside and renamed into place.
-
-    Keras writes the weights and the epoch metadata in place; a kill in the middle of the
-    metadata write leaves a cut-short JSON that --resume cannot read, and the resume is lost.
-    Here every file (the backup, its previous copy, the metadata) is whole or not there.
-    """
-
-    def __new__(cls, backup_dir: Path):
-        import keras
-
-        class AtomicBackup(keras.callbacks.BackupAndRestore):
-            def _save_model(self):
-                Path(self.backup_dir).mkdir(parents=True, exist_ok=True)
-                weights = Path(self._weights_path)
-                metadata = Path(self._training_metadata_path)
-                if weights.is_file():
-                    _copy_whole(weights, Path(self._prev_weights_path))
-                if metadata.is_file():
-                    _copy_whole(metadata, Path(self._prev_training_metadata_path))
-                aside = weights.with_name(f".{weights.name}.tmp.weights.h5")
-                self.model.save_weights(filepath=str(aside), overwrite=True)
-                _fsync_replace(aside, weights)
-                _write_whole(metadata, json.dumps(
-                    {"epoch": self._current_epoch, "batch": self._last_batch_seen}))
-
-        return AtomicBackup(str(backup_dir), delete_checkpoint=False, double_checkpoint=True)
-
-
-def _write_whole(path: Path, text: str) -> None:
-    aside = path.with_name(f".{path.name}.tmp")
-    aside.write_text(text)
-    _fsync_replace(aside, path)
-
-
-def _copy_whole(source: Path, target: Path) -> None:
-    aside = target.with_name(f".{target.name}.tmp{''.join(target.suffixes[-2:])}")
-    shutil.copyfile(source, aside)
-    _fsync_replace(aside, target)
-
-
-class _EpochRecords:
-    """The history CSV and the best weights, kept consistent with Keras' backup.
-
-    BackupAndRestore's backup is the commit point: a resumed run starts after the last epoch
-    it holds. This callback runs just before it at each epoch's end and writes, each whole
-    (aside, flushed, renamed): the epoch's best weights when val_mae improved, named by
-    epoch (``best-e0007.weights.h5``), then the whole history. A kill between these writes
-    and the backup's leaves records of an epoch the backup does not hold; the resumed run
-    drops them at its first epoch (history rows and best files from that epoch on), so the
-    history always lists exactly the backed-up epochs and the best weights are those of its
-    lowest val_mae. (Before, the history row came after the backup, and a kill in between
-    lost it.) Superseded best files are deleted once two later epochs are backed up
-    (double_checkpoint may fall back one epoch).
-    """
-
-    def __new__(cls, checkpoint_dir: Path):
-        import keras
-
-        class EpochRecords(keras.callbacks.Callback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.rows: list[dict[str, Any]] | None = None
-
-            def on_epoch_begin(self, epoch, logs=None):
-                if self.rows is None:  # the first epoch of this session: roll back to it
-                    self.rows = [r for r in _read_history(checkpoint_dir) if r["epoch"] < epoch]
-                    _write_history(checkpoint_dir, self.rows)
-                    _adopt_legacy_best(checkpoint_dir, best_epoch(self.rows))
-                    for f in _best_files(checkpoint_dir):
-                        if _best_epoch(f) >= epoch:
-                            f.unlink()
-                keep = best_epoch([r for r in self.rows if r["epoch"] < epoch - 1])
-                for f in _best_files(checkpoint_dir):
-                    if _best_epoch(f) < epoch - 1 and _best_epoch(f) != keep:
-                        f.unlink()
-
-            def on_epoch_end(self, epoch, logs=None):
-                assert self.rows is not None
-                row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
-                value = row.get("val_mae")
-                previous = best_epoch(self.rows)
-                best = math.inf if previous is None else next(
-                    r["val_mae"] for r in self.rows if r["epoch"] == previous)
-                if value is not None and value < best:  # NaN never counts as better
-                    path = best_weights_path(checkpoint_dir, epoch)
-                    # Keras only writes weights to names ending in .weights.h5.
-                    aside = path.with_name(f".{path.name}.tmp.weights.h5")
-                    self.model.save_weights(str(aside), overwrite=True)
-                    _fsync_replace(aside, path)
-                self.rows.append(row)
-                _write_history(checkpoint_dir, self.rows)
-
-        return EpochRecords()
-
-
-def _adopt_legacy_best(checkpoint_dir: Path, epoch: int | None) -> None:
-    """A run checkpointed before best files were named by epoch kept one `best.weights.h5`:
-    resumed now, it becomes the file of the history's best epoch."""
-    legacy = Path(checkpoint_dir) / "best.weights.h5"
-    if epoch is not None and legacy.is_file() and not _best_files(checkpoint_dir):
-        os.replace(legacy, best_weights_path(checkpoint_dir, epoch))
-
-
-def best_weights_path(checkpoint_dir: Path, epoch: int) -> Path:
-    return Path(checkpoint_dir) / f"best-e{epoch:04d}.weights.h5"
-
-
-def best_epoch(rows: list[dict[str, Any]]) -> int | None:
-    """The epoch with the lowest val_mae (the first of equals), or None."""
-    scored = [r for r in rows if r.get("val_mae") is not None and r["val_mae"] == r["val_mae"]]
-    return min(scored, key=lambda r: (r["val_mae"], r["epoch"]))["epoch"] if scored else None
-
-
-def _best_files(checkpoint_dir: Path) -> list[Path]:
-    return sorted(Path(checkpoint_dir).glob("best-e*.weights.h5"))
-
-
-def _best_epoch(path: Path) -> int:
-    return int(path.name.removeprefix("best-e").split(".", 1)[0])
-
-
-def _read_history(checkpoint_dir: Path) -> list[dict[str, Any]]:
-    path = Path(checkpoint_dir) / "history.csv"
-    if not path.is_file() or path.stat().st_size == 0:
-        return []
-    return pd.read_csv(path).to_dict("records")
-
-
-def _write_history(checkpoint_dir: Path, rows: list[dict[str, Any]]) -> None:
-    path = Path(checkpoint_dir) / "history.csv"
-    aside = path.with_name(f".{path.name}.tmp")
-    pd.DataFrame(rows, columns=_columns(rows)).to_csv(aside, index=False)
-    _fsync_replace(aside, path)
-
-
-def _columns(rows: list[dict[str, Any]]) -> list[str]:
-    keys = sorted({k for r in rows for k in r} - {"epoch"})
-    return ["epoch", *keys]
-
-
-def _fsync_replace(aside: Path, path: Path) -> None:
-    with open(aside, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(aside, path)
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            for prefix in ("", "val_"):
+                if f"{prefix}age_probs_mae" in logs:
+                    logs[f"{prefix}mae"] = logs[f"{prefix}age_probs_mae"]
 
 
 def train(
     frame: pd.DataFrame,
     out_path: Path,
     checkpoint_dir: Path,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig = TrainConfig(),  # noqa: B008 (frozen: one shared default is safe)
     *,
     backbone_weights: Path | None = None,
     init_from: Path | None = None,
@@ -300,8 +103,6 @@ def train(
     log: Callable[[str], None] = print,
 ) -> TrainResult:
     """Train on ``frame`` (file_name, real_age, path, ...) and save the best model."""
-    import keras
-
     from models.build import build_model, reestimate_batchnorm
     from models.data import face_dataset
     from models.labels import split_labels
@@ -378,28 +179,28 @@ def train(
         # the pretrained features, then fine-tune everything (Keras transfer-learning guide).
         backbone = train_model.get_layer("resnet50")
         backbone.trainable = False
-        _compile(train_model, config, 1e-3, config.head)
+        compile_model(train_model, config, 1e-3, config.head)
         log(f"phase 1: head only, {config.freeze_epochs} epoch(s)")
         train_model.fit(train_ds, epochs=config.freeze_epochs, steps_per_epoch=steps,
                         validation_data=val_ds, verbose=2)
         backbone.trainable = True
-    _compile(train_model, config, schedule, config.head)
+    compile_model(train_model, config, schedule, config.head)
     train_model.build((None, config.image_size, config.image_size, 3))
 
     callbacks = [
-        _AgeMetricNames(),
-        # Before the backup: its end-of-epoch writes must come first (see _EpochRecords).
-        _EpochRecords(checkpoint_dir),
+        AgeMetricNames(),
+        # Before the backup: its end-of-epoch writes must come first (see EpochRecords).
+        EpochRecords(checkpoint_dir),
         # Each file written aside and renamed; the previous backup kept (double_checkpoint),
         # so a damaged one falls back to the epoch before.
-        _AtomicBackup(backup_dir),
+        AtomicBackup(backup_dir),
         keras.callbacks.TerminateOnNaN(),
     ]
     if not config.ema:  # the moving average is taken whole at the end, not the best epoch
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_mae", mode="min",
                                                        patience=config.patience))
     if max_minutes:
-        callbacks.append(_TimeBudget(max_minutes))
+        callbacks.append(TimeBudget(max_minutes))
     started = time.monotonic()
     train_model.fit(
         train_ds, epochs=config.epochs, steps_per_epoch=steps, validation_data=val_ds,
@@ -409,7 +210,7 @@ def train(
 
     history = pd.read_csv(history_csv) if history_csv.is_file() else pd.DataFrame()
     best = best_epoch(history.to_dict("records"))
-    _adopt_legacy_best(checkpoint_dir, best)  # a finished run of the old code trains no epoch
+    adopt_legacy_best(checkpoint_dir, best)  # a finished run of the old code trains no epoch
     if best is None or not best_weights_path(checkpoint_dir, best).is_file():
         raise TrainingError("training produced no checkpoint (no epoch finished)")
     if config.ema:
@@ -420,120 +221,20 @@ def train(
             f"{config.ema}); BatchNorm statistics re-estimated on 32 training batches")
     else:
         train_model.load_weights(str(best_weights_path(checkpoint_dir, best)))
-    metrics, calibration = _final_metrics(age_model, val_df, test_df, config)
+    metrics, calibration = final_metrics(age_model, val_df, test_df, config)
     if config.ema and len(history):
         metrics["val_mae_raw_last_epoch"] = round(float(history["val_mae"].iloc[-1]), 3)
     log(f"best validation MAE {metrics['val_mae']:.2f} years; test MAE {metrics['test_mae']}")
     crop = calibrate_crops(train_df, config.seed, log=log)
-    card = {
-        "version": time.strftime("%Y%m%d-%H%M%S"),
-        "architecture": "ResNet50 (include_top=False, global average pooling) + "
-        + ("softmax over ages 0-100, expected value (DEX)" if config.head == "dex"
-           else "Dense(1, relu)"),
-        "preprocessing": "RGB 0-255 in; scaling inside the model",
-        "prediction": {"mirror_average": MIRROR_AVERAGE,
-                       "note": "each age is the mean of the estimates for the face and its "
-                               "mirror image; the metrics below were measured so"},
-        "recipe": {**asdict(config), "optimizer": "AdamW + cosine decay with warmup",
-                   "augmentation": "flip; half the faces placed on a random background "
-                                   "canvas and cut out with scale +-15 %, shift +-10 %, "
-                                   "rotation +-10 deg (detector jitter around the crop "
-                                   "contract), half cropped +-10 % inside the file; 1/5 "
-                                   "softened; brightness, contrast, saturation, 10% grayscale",
-                   "backbone_init": str(backbone_weights) if backbone_weights else "random",
-                   "init_from": parent,
-                   "levers": _levers(config)},
-        "training": {"epochs_run": int(len(history)), "wall_seconds_last_session": round(wall),
-                     "samples_seen": int(len(history)) * steps * config.batch_size
-                     + int((parent or {}).get("samples_seen") or 0),
-                     "train_faces": len(train_df), "val_faces": len(val_df),
-                     "test_faces": len(test_df), "mixed_precision": mixed,
-                     "device": "GPU" if mixed else "CPU"},
-        "metrics": metrics,
-        "crop": crop,
-        **({"calibration": calibration} if calibration else {}),
-        **(card_extra or {}),
-    }
+    card = build_card(config, backbone_weights=backbone_weights, parent=parent,
+                      history=history, wall=wall, steps=steps,
+                      faces={"train": len(train_df), "val": len(val_df),
+                             "test": len(test_df)},
+                      mixed=mixed, metrics=metrics, crop=crop, calibration=calibration,
+                      card_extra=card_extra)
     save_model(age_model, out_path, card)
     _plot_curves(history, checkpoint_dir / "learning_curves.png")
     return TrainResult(Path(out_path), history, metrics)
-
-
-def training_targets(ages: pd.Series, config: TrainConfig) -> Any:
-    """What the losses compare the outputs with, each target with its per-face weight
-    (models/build.py): the ages alone without levers; ``[age, weight]`` with
-    ``sample_weights`` "lds" or "under25"; with the P(under) head, a dict with its
-    ``[is_under, weight]`` beside, weighted toward the ages either side of the line
-    (models/imbalance.py)."""
-    from models.build import UNDER_HEAD
-    from models.imbalance import band_weights, lds_weights
-
-    ages = ages.to_numpy(np.float32)
-    if config.sample_weights == "none" and config.under_age is None:
-        return ages
-    weight = {"lds": lds_weights, "under25": lambda a: band_weights(a, UNDER25_BANDS),
-              "none": np.ones_like}[config.sample_weights](ages)
-    age_target = np.stack([ages, weight], axis=1)
-    if config.under_age is None:
-        return age_target
-    under = (ages < config.under_age).astype(np.float32)
-    return {"age_probs": age_target,
-            UNDER_HEAD: np.stack([under, band_weights(ages)], axis=1)}
-
-
-def _levers(config: TrainConfig) -> dict[str, Any]:
-    """The card's plain-words record of which of issue 19's levers this run used."""
-    from models.imbalance import DECISION_BANDS
-
-    return {
-        "sample_weights": {"none": "none", "lds": "label-distribution smoothing (Gaussian "
-                           "sigma 2 y, inverse square root, capped at 5x)",
-                           "under25": "faces under 25 weigh 2x in the age loss"
-                           }[config.sample_weights],
-        "under_head": None if config.under_age is None else {
-            "age": config.under_age, "loss": "binary cross-entropy",
-            "weights": {f"{lo:g}-{hi:g}": w for (lo, hi), w in DECISION_BANDS.items()}},
-        "weight_average": (f"EMA of the weights, momentum {config.ema}, BatchNorm "
-                           "re-estimated" if config.ema else "none (best epoch)"),
-    }
-
-
-CALIBRATION_FACES = 400
-
-
-def calibrate_crops(train_df: pd.DataFrame, seed: int,
-                    log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The crop contract of each detector for this training framing (models/crop.py), fitted
-    on training faces, for the card: scoring cuts exactly this square around a detector's
-    box. A detector that cannot be loaded or calibrated is left out (its calibrated default
-    then applies) and said so."""
-    from models.blazeface import BlazeFaceDetector
-    from models.crop import WHOLE_IMAGE, CropContract, calibrate
-    from models.faces import MtcnnDetector, PhotoError, decode_photo, read_photo
-
-    out = {WHOLE_IMAGE: {**CropContract(WHOLE_IMAGE, 1.0).to_card(),
-                         "note": "photos that are face files: the file is the square"}}
-    if len(train_df) < CALIBRATION_FACES // 4:
-        log(f"crop contracts: {len(train_df)} training faces are too few to fit them; the "
-            "calibrated defaults (models/crop.py) apply")
-        return out
-    sample = train_df.sample(min(CALIBRATION_FACES, len(train_df)), random_state=seed)
-    faces = []
-    for path in sample["path"]:
-        try:
-            faces.append(decode_photo(read_photo(Path(path))))
-        except PhotoError:
-            continue
-    for detector in (BlazeFaceDetector(), MtcnnDetector()):
-        try:
-            contract = calibrate(detector, faces, seed=seed)
-        except (ValueError, ImportError, OSError) as exc:
-            log(f"crop contract for {detector.name}: not calibrated ({exc})")
-            continue
-        log(f"crop contract for {detector.name}: side {contract.scale:.3f} x box, centre "
-            f"{contract.dx:+.3f}, {contract.dy:+.3f} ({contract.faces} faces)")
-        out[detector.name] = contract.to_card()
-    return out
 
 
 def warm_start(age_model, init_from: Path, config: TrainConfig) -> dict[str, Any]:
@@ -565,79 +266,6 @@ def warm_start(age_model, init_from: Path, config: TrainConfig) -> dict[str, Any
             raise TrainingError(f"cannot start from {init_from}: it has no layer {layer.name}")
     return {"path": str(init_from), "version": parent.version, "image_size": parent.image_size,
             "samples_seen": samples_seen(parent.card)}
-
-
-def samples_seen(card: dict[str, Any]) -> int | None:
-    """Faces a model has trained on, over all the runs it descends from."""
-    training, recipe = card.get("training", {}), card.get("recipe", {})
-    if training.get("samples_seen") is not None:
-        return int(training["samples_seen"])
-    if recipe.get("steps_per_epoch") and recipe.get("batch_size") and training.get("epochs_run"):
-        return int(training["epochs_run"] * recipe["steps_per_epoch"] * recipe["batch_size"])
-    return None
-
-
-def _final_metrics(age_model, val_df, test_df, config: TrainConfig
-                   ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(metrics, calibration): errors on the validation and test splits, and, for a model
-    with an age distribution, the temperature and Challenge 25 operating point fitted on
-    validation faces (models/calibrate.py) with their figures on the test faces."""
-    from models.calibrate import (
-        calibrate_card,
-        calibration_error,
-        flag_rates,
-        p_under,
-        with_logit_temperature,
-        with_temperature,
-    )
-    from models.persist import AgeModel
-    from models.predict import predict_files_all
-
-    model = AgeModel(age_model, mirror=MIRROR_AVERAGE)  # as the card will say; T = 1
-    out: dict[str, Any] = {}
-    probs: dict[str, np.ndarray | None] = {}
-    heads: dict[str, np.ndarray | None] = {}
-    for name, df in (("val", val_df), ("test", test_df)):
-        if len(df) == 0:
-            out[f"{name}_mae"] = None
-            continue
-        pred, probs[name], heads[name] = predict_files_all(model, df["path"].tolist(),
-                                                           batch_size=config.batch_size)
-        out[f"{name}_mae"] = round(float(np.mean(np.abs(pred - df["real_age"].to_numpy()))), 3)
-        out[f"{name}_n"] = len(df)
-        if name == "val":
-            out["by_band"] = _bands(df["real_age"], pred)
-    if probs.get("val") is None:
-        return out, None
-    calibration = calibrate_card(probs["val"], val_df["real_age"].to_numpy(float),
-                                 under_head=heads.get("val"))
-    # With the weight average the run ships its last weights: validation chose nothing, so
-    # the operating point fitted on it is out of sample.
-    calibration["validation_used_for_early_stopping"] = not config.ema
-    if probs.get("test") is not None:
-        ages = test_df["real_age"].to_numpy(float)
-        if calibration["source"] == "under_head":
-            p = with_logit_temperature(heads["test"], calibration["under_head"]["temperature"])
-        else:
-            p = p_under(with_temperature(probs["test"], calibration["temperature"]),
-                        calibration["challenge_age"])
-        calibration["test"] = {
-            "n": len(ages),
-            "calibration_error": round(calibration_error(p, ages < calibration["challenge_age"]),
-                                       4),
-            "flag_rates_at_operating_point": flag_rates(p, ages,
-                                                        calibration["flag_probability"]),
-        }
-    return out, calibration
-
-
-def _bands(real: pd.Series, pred: np.ndarray) -> dict[str, Any]:
-    """Validation error per true-age band: the compliance report turns it into expected
-    false flags, so the card must carry it (held-out faces, not the training split)."""
-    from models.evaluate import evaluate_ages
-
-    frame = pd.DataFrame({"real_age": real.to_numpy(), "pred_age": pred})
-    return evaluate_ages(frame)["by_band"]
 
 
 def _plot_curves(history: pd.DataFrame, out_png: Path) -> None:

@@ -2,7 +2,7 @@
 
 Each writer creates one file (or link, or folder) at the path it is given and returns that
 path. `write_bad_photos(root)` lays them all out under a photo root and says what each
-relative path should come to: a `models.faces.PhotoError` reason, or for decodable photos
+relative path should come to: a `models.photos.PhotoError` reason, or for decodable photos
 "ok" (MTCNN finds a face) or "no_face" (decodes, but MTCNN finds none; a
 `WholeImageDetector` still returns the whole image for these).
 """

@@ -20,8 +20,10 @@ from models.crop import (
     framing_error,
     place_face,
 )
-from models.faces import FaceBox, MtcnnDetector, decode_photo, read_photo
+from models.faces import FaceBox
+from models.mtcnn import MtcnnDetector
 from models.persist import DEFAULT_MODEL_PATH, read_card
+from models.photos import decode_photo, read_photo
 
 # The tolerance the contract promises: the square cut around a detected face has a side
 # within 10 % of the training framing's and a centre within 6 % of its side. Issue 11 measured

@@ -1,4 +1,5 @@
-"""models/faces.py and demo/scenes.py: safe paths, defensive decoding, detection, crops."""
+"""models/photos.py, models/faces.py, models/mtcnn.py and demo/scenes.py: safe paths,
+defensive decoding, detection, crops."""
 
 from __future__ import annotations
 
@@ -19,19 +20,9 @@ from demo.scenes import (
     make_checkout_scene,
     render_checkout_scene,
 )
-from models.faces import (
-    REASONS,
-    FaceBox,
-    FaceDetector,
-    MtcnnDetector,
-    PhotoError,
-    WholeImageDetector,
-    build_mtcnn,
-    decode_photo,
-    largest_face,
-    read_photo,
-    resolve_photo_path,
-)
+from models.faces import FaceBox, FaceDetector, WholeImageDetector, largest_face
+from models.mtcnn import MtcnnDetector, build_mtcnn
+from models.photos import REASONS, PhotoError, decode_photo, read_photo, resolve_photo_path
 from models.score import faces_from_photo
 from tests import photos
 
@@ -246,7 +237,7 @@ def test_bomb_is_refused_from_the_header(tmp_path):
 _PEAK_SCRIPT = """
 import resource, sys
 from pathlib import Path
-from models.faces import PhotoError, decode_photo
+from models.photos import PhotoError, decode_photo
 
 
 def peak_mib():
@@ -304,7 +295,7 @@ def test_memory_probe_can_see_a_decode(tmp_path):
 
 def test_importing_faces_and_scenes_does_not_load_tensorflow():
     code = (
-        "import sys, models.faces, demo.scenes;"
+        "import sys, models.photos, models.faces, models.mtcnn, demo.scenes;"
         "print('tensorflow' in sys.modules, 'mtcnn' in sys.modules)"
     )
     out = subprocess.run(

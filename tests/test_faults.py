@@ -636,7 +636,7 @@ def test_every_bad_photo_is_quarantined_and_every_good_one_in_its_batch_scored(
     """One stream of photos with every bad kind between good ones, batches of 8: each bad
     one gets its reason, each good one an age. Includes a file deleted after the photo rows
     were listed, a 20,000 x 20,000 PNG bomb and JPEG, and a decoder that crashes on one."""
-    from models import faces
+    from models import photos as decoding
     from models.faces import WholeImageDetector
     from models.persist import load_model
     from models.score import score_photos
@@ -654,14 +654,14 @@ def test_every_bad_photo_is_quarantined_and_every_good_one_in_its_batch_scored(
     exif[0x010E] = "triggers-the-bug"  # ImageDescription
     photos._save(Image.new("RGB", (321, 241), (1, 2, 3)), root / "crashes_decoder.jpg", "JPEG",
                  exif=exif)
-    real_transpose = faces.ImageOps.exif_transpose
+    real_transpose = decoding.ImageOps.exif_transpose
 
     def buggy_transpose(img, **kwargs):  # a PIL bug that one photo's EXIF triggers
         if img.getexif().get(0x010E) == "triggers-the-bug":
             raise KeyError(274)
         return real_transpose(img, **kwargs)
 
-    monkeypatch.setattr(faces.ImageOps, "exif_transpose", buggy_transpose)
+    monkeypatch.setattr(decoding.ImageOps, "exif_transpose", buggy_transpose)
     bad = [rel for rel, outcome in expected.items() if outcome not in photos.DECODABLE]
     good = [rel for rel, outcome in expected.items() if outcome in photos.DECODABLE]
     for i in range(len(bad) - len(good)):

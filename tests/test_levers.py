@@ -85,11 +85,11 @@ def test_two_head_model_trains_both_outputs_and_round_trips(tmp_path):
 
     from models.build import UNDER_HEAD, build_model
     from models.persist import load_model, save_model
-    from models.train import TrainConfig, _compile, training_targets
+    from models.recipe import TrainConfig, compile_model, training_targets
 
     config = TrainConfig(image_size=SIZE, under_age=25.0, sample_weights="under25")
     train_model, age_model = build_model(SIZE, under_age=25.0)
-    _compile(train_model, config, 1e-3, "dex")
+    compile_model(train_model, config, 1e-3, "dex")
     rng = np.random.default_rng(2)
     ages = pd.Series(rng.uniform(5, 70, 16).astype("float32"))
     x = np.stack([np.full((SIZE, SIZE, 3), a * 3, np.float32) for a in ages])

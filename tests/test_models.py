@@ -133,14 +133,14 @@ def test_training_step_lowers_the_loss(tmp_path):
 
     from models.build import build_model
     from models.data import face_dataset
-    from models.train import TrainConfig, _compile
+    from models.recipe import TrainConfig, compile_model
 
     csv = write_labelled_faces(tmp_path, n=16)
     frame = pd.read_csv(csv)
     paths = [str(tmp_path / "images" / n) for n in frame["file_name"]]
     x, y = next(iter(face_dataset(paths, frame["real_age"].tolist(), SIZE, 16)))
     train_model, _ = build_model(SIZE)
-    _compile(train_model, TrainConfig(), 1e-3, "dex")
+    compile_model(train_model, TrainConfig(), 1e-3, "dex")
 
     def loss_now() -> float:
         return float(tf.reduce_mean(train_model.loss(y, train_model(x, training=True))))
@@ -164,7 +164,7 @@ def _train_cmd(csv: Path, out: Path, ckpt: Path, epochs: int, *extra: str) -> li
 _KILL_AT = """
 import os, signal, sys
 import keras
-import models.train as t
+import models.checkpoints as t
 where, at = sys.argv[1], int(sys.argv[2])
 backup = keras.callbacks.BackupAndRestore.on_epoch_end
 def die():
@@ -202,7 +202,7 @@ def _killed_train(csv: Path, out: Path, ckpt: Path, where: str, at: int) -> None
 
 def _assert_consistent(ckpt: Path) -> pd.DataFrame:
     """History = exactly the backed-up epochs, once each; best weights = its lowest val_mae."""
-    from models.train import best_epoch, best_weights_path
+    from models.checkpoints import best_epoch, best_weights_path
 
     history = pd.read_csv(ckpt / "history.csv")
     backed_up = json.loads((ckpt / "backup" / "training_metadata.json").read_text())["epoch"]
@@ -297,10 +297,10 @@ def test_resume_survives_a_kill_in_the_middle_of_the_backup_metadata(tmp_path):
 def test_best_weights_are_replaced_whole_or_not_at_all(tiny_models, tmp_path):
     """A write that dies half way (a kill, a full disk) leaves the history and best as they
     were; an epoch that is not better writes no weights."""
-    from models.train import _EpochRecords, best_weights_path
+    from models.checkpoints import EpochRecords, best_weights_path
 
     train_model, _ = tiny_models
-    callback = _EpochRecords(tmp_path)
+    callback = EpochRecords(tmp_path)
     callback.set_model(train_model)
     callback.on_epoch_begin(0)
     callback.on_epoch_end(0, {"val_mae": 9.0})
@@ -330,7 +330,7 @@ def test_best_weights_are_replaced_whole_or_not_at_all(tiny_models, tmp_path):
     train_model.load_weights(str(best_weights_path(tmp_path, 0)))  # still whole, loadable
 
     # A resumed run that starts at epoch 1 (the backup held epoch 0 only) drops the rest.
-    resumed = _EpochRecords(tmp_path)
+    resumed = EpochRecords(tmp_path)
     resumed.set_model(train_model)
     resumed.on_epoch_begin(1)
     assert pd.read_csv(tmp_path / "history.csv")["epoch"].tolist() == [0]
@@ -367,7 +367,8 @@ def test_warm_start_copies_a_saved_model_and_refuses_another_head(tiny_models, t
     or another one (progressive resizing: the network is fully convolutional)."""
     from models.build import build_model
     from models.persist import save_model
-    from models.train import TrainConfig, TrainingError, warm_start
+    from models.recipe import TrainConfig, TrainingError
+    from models.train import warm_start
 
     _, parent = tiny_models
     card = {"version": "p1", "recipe": {"steps_per_epoch": 5, "batch_size": 8},
@@ -413,13 +414,13 @@ def test_train_stops_on_bad_rows_when_asked(tmp_path):
 def test_a_run_checkpointed_by_the_old_code_resumes(tiny_models, tmp_path):
     """Its single best.weights.h5 becomes the best epoch's file, so the end of training finds
     the weights of the history's lowest val_mae."""
-    from models.train import _EpochRecords, best_weights_path
+    from models.checkpoints import EpochRecords, best_weights_path
 
     train_model, _ = tiny_models
     train_model.save_weights(str(tmp_path / "best.weights.h5"))
     pd.DataFrame({"epoch": [0, 1, 2], "val_mae": [9.0, 7.0, 8.0]}).to_csv(
         tmp_path / "history.csv", index=False)
-    resumed = _EpochRecords(tmp_path)
+    resumed = EpochRecords(tmp_path)
     resumed.set_model(train_model)
     resumed.on_epoch_begin(3)
     assert best_weights_path(tmp_path, 1).is_file()

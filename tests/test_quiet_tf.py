@@ -14,7 +14,7 @@ _CHILD = """
 import os, sys
 import jobs.cli  # what `ageseg` and `make demo` import first
 from jobs.quiet_tf import filtered_stderr
-from jobs.runner import load_scoring
+from jobs.scoring_setup import load_scoring
 from jobs.settings import Settings
 
 with filtered_stderr():

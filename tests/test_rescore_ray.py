@@ -263,7 +263,8 @@ def test_worker_killed_mid_run_is_restarted_and_nothing_lost(ray_session, shop, 
 def test_a_running_nightly_keeps_a_ray_rescore_out(shop, tmp_path, tiny_model_path):
     """The same run lock as nightly: a rescore never writes a day while a nightly does."""
     pytest.importorskip("ray", reason="the `ray` extra is not installed")
-    from jobs.lock import EXIT_LOCKED, run_lock
+    from jobs.errors import EXIT_LOCKED
+    from jobs.lock import run_lock
 
     db_url, photos, _ = shop
     out = tmp_path / "ray"

@@ -73,3 +73,15 @@ def _statuses_or_none(db_url: str) -> dict[str, str]:
         return _statuses(db_url)
     except sa.exc.OperationalError:
         return {}
+
+
+def test_every_database_command_exits_69_for_an_unreachable_database(monkeypatch):
+    """One rule (jobs/errors.py database_errors): `init-db` exits 69 like `runs`, not 1."""
+    monkeypatch.setattr("sql.engine.time.sleep", lambda _seconds: None)  # the back-off
+    url = "postgresql+psycopg://shop:s3cret-pw@127.0.0.1:1/shop"
+    for command in (["init-db"], ["runs"]):
+        result = CliRunner().invoke(cli, ["--db-url", url, *command])
+        assert result.exit_code == 69, (command, result.output)
+        assert "database unavailable (postgresql+psycopg://shop:***@127.0.0.1:1/shop)" in \
+            result.output, result.output
+        assert "s3cret-pw" not in result.output
