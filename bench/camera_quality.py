@@ -85,7 +85,7 @@ def conditions() -> list[tuple[str, object]]:
 
 
 def load_faces(paths: list[Path]) -> list[np.ndarray]:
-    from models.faces import decode_photo, read_photo
+    from models.photos import decode_photo, read_photo
 
     return [decode_photo(read_photo(p)) for p in paths]
 
