@@ -95,3 +95,37 @@ def test_camera_quality_is_restricted_and_marketing_is_unchanged(engine, tmp_pat
     flagged = with_quality.restricted["compliance"].set_index("receipt_id")
     assert flagged.loc[1, "estimate_status"] == "low_quality"
     assert with_quality.counts["flagged_low_quality"] == 1
+
+
+def test_the_night_summary_names_the_camera_and_the_low_quality_flags(capsys):
+    import datetime as dt
+
+    from analytics.pipeline import RunSummary
+    from jobs.runner import _print_summary
+
+    counts = {"photos": 10, "scored": 9, "no_face": 1, "quarantined": 0, "receipts": 10,
+              "cells": 4, "suppressed_cells": 0, "ok": 5, "low_quality": 4, "flagged": 3,
+              "flagged_low_quality": 2, "alcohol_sales": 6}
+    summary = RunSummary("r", dt.date(2026, 12, 1), counts=counts,
+                         camera_alerts=["camera at store 1 (Northgate): 40% of 9 aged ..."])
+    _print_summary(summary)
+    out = capsys.readouterr().out
+    assert "low quality 40.0 %" in out
+    assert "3 flagged of 6 age-restricted sales (2 on low-quality photos)" in out
+    assert "camera at store 1 (Northgate)" in out
+
+
+def test_training_records_the_camera_conditions():
+    from click.testing import CliRunner
+
+    from jobs.cli import cli
+    from models.card import camera_augmentation, camera_conditions
+    from models.recipe import TrainConfig
+
+    assert TrainConfig().camera_prob == 0.0
+    assert camera_conditions(0.0) is None and camera_augmentation(0.0) == ""
+    entry = camera_conditions(0.5)
+    assert entry["share_of_faces"] == 0.5 and set(entry["ranges"]) >= {"exposure", "roll"}
+    assert "50% of faces" in camera_augmentation(0.5)
+    result = CliRunner().invoke(cli, ["train", "--help"])
+    assert "--camera-aug" in result.output
