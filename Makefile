@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RAY_STAMP := $(VENV)/.installed-ray
 
-.PHONY: env demo test lint bench clean
+.PHONY: env demo test test-fast lint bench clean
 
 # `make demo` installs only what scoring needs: the core install (the age model on LiteRT,
 # no TensorFlow: about 0.7 GB) and the demo extra's second public-domain face.
@@ -32,7 +32,11 @@ demo: $(STAMP)
 ## Set up and run the test suite (lint first: the code must stay ruff clean).
 test: $(RAY_STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+## The quick loop: everything but the slow tests and PostgreSQL, on both cores.
+test-fast: $(RAY_STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow and not postgres"
 
 lint: $(RAY_STAMP)
 	$(BIN)/ruff check .

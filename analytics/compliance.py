@@ -56,6 +56,9 @@ COMPLIANCE_DTYPES = {
     "id_checked": "boolean",
     "challenge_age": "float64",
     "flag_probability": "float64",  # the operating point used; NaN: flagged by age alone
+    # The estimate's status (models/score.py): "low_quality" means the photo is outside the
+    # camera conditions the model handles, so its age is less sure than `model_mae` says.
+    "estimate_status": "str",
 }
 SALES_DTYPES = {
     "store_id": "int64",
@@ -155,7 +158,8 @@ def compliance_rows(
 
     One row per receipt: store, cashier, time, estimated age, the model's P(under
     challenge_age) where it has one, the error band and its MAE, P(true age >=
-    challenge_age) and whether the till recorded an ID check.
+    challenge_age) and whether the till recorded an ID check; with `estimate_status` in
+    `flagged`, the estimate's status (a low-quality photo's age is less sure).
     """
     require_columns(flagged, ["receipt_id", "store_id", "cashier_id", "ts", "age",
                               "id_checked"], "flagged sales")
@@ -168,7 +172,9 @@ def compliance_rows(
         error_band=band, model_mae=mae, p_under=under,
         p_at_least_threshold=(1.0 - under).where(under.notna(), at_least),
         challenge_age=float(challenge_age),
-        flag_probability=np.nan if flag_probability is None else float(flag_probability))
+        flag_probability=np.nan if flag_probability is None else float(flag_probability),
+        estimate_status=(flagged["estimate_status"].fillna("").astype(str)
+                         if "estimate_status" in flagged else ""))
     return _typed(rows, COMPLIANCE_DTYPES)
 
 

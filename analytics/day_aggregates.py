@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -50,11 +50,17 @@ class DayAggregates:
 
     `flagged`: those flagged receipts one by one: receipt_id, store_id, cashier_id, ts, age,
     p_under, id_checked.
+
+    `receipt_stores`: the day's receipts and their stores (receipt_id, store_id), to place
+    the day's photos at their store (analytics/camera_quality.py).
     """
 
     cells: pd.DataFrame
     restricted_sales: pd.DataFrame
     flagged: pd.DataFrame
+    receipt_stores: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame({"receipt_id": pd.Series(dtype="int64"),
+                                              "store_id": pd.Series(dtype="int64")}))
 
 
 def aggregate_day(
@@ -106,7 +112,8 @@ def aggregate_day(
                          categories, stores)
     sales, flagged = _compliance(receipts, restricted, age, p_under, challenge_age,
                                  flag_probability)
-    return DayAggregates(cells, sales, flagged)
+    receipt_stores = receipts[["receipt_id", "store_id"]].astype("int64").reset_index(drop=True)
+    return DayAggregates(cells, sales, flagged, receipt_stores)
 
 
 def _estimate_codes(estimates: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:

@@ -22,6 +22,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from analytics.age_groups import UNKNOWN
+from analytics.camera_quality import camera_quality
 from analytics.compliance import (
     ErrorBands,
     compliance_rows,
@@ -63,6 +64,7 @@ AGE_HISTOGRAMS = "age_histograms"  # receipts per store x category x estimated y
 COMPLIANCE = "compliance"
 COMPLIANCE_SALES = "compliance_sales"
 COMPLIANCE_SUMMARY = "compliance_summary"
+CAMERA_QUALITY = "camera_quality"
 COMPLIANCE_TABLES = (COMPLIANCE, COMPLIANCE_SALES, COMPLIANCE_SUMMARY)
 
 
@@ -113,9 +115,13 @@ def build_day_tables(
     estimates: pd.DataFrame,
     card: Mapping[str, object],
     options: DayOptions,
+    photo_scores: pd.DataFrame | None = None,
 ) -> DayTables:
     """All of `day`'s tables from its estimates (receipt_id, photo_id, age, age_group,
-    face_count) and the model card (for the compliance error bands). Writes nothing."""
+    face_count) and the model card (for the compliance error bands). Writes nothing.
+
+    With `photo_scores` (one row per photo: analytics/camera_quality.PHOTO_COLUMNS), the
+    restricted `camera_quality` table too."""
     flag_probability = options.flag_rule(card)
     joined = [c for c in ("receipt_id", "age_group", "age", "p_under") if c in estimates]
     groups = group_labels(estimates) if "age_group" in estimates else []
@@ -146,6 +152,11 @@ def build_day_tables(
     affinity = affinity_counts(cells, est.frame if corrected else None)
     tables.restricted[ESTIMATES] = estimates
     tables.restricted[AFFINITY] = affinity
+    stores = dict(cells[["store_id", "store_name"]].drop_duplicates("store_id").itertuples(
+        index=False))
+    if photo_scores is not None:
+        tables.restricted[CAMERA_QUALITY] = camera_quality(
+            photo_scores, aggregates.receipt_stores, stores)
 
     start = day - dt.timedelta(days=options.window_days - 1)
     yesterday = day - dt.timedelta(days=1)
@@ -165,14 +176,14 @@ def build_day_tables(
         "recommendations": len(tables.marketing[RECOMMENDATIONS]),
         "alcohol_sales": int(aggregates.restricted_sales["alcohol_sales"].sum()),
         "flagged": len(aggregates.flagged),
+        "flagged_low_quality": _low_quality(aggregates.flagged, estimates),
     }
     if day < options.retention_cutoff():
         tables.counts["compliance_skipped"] = 1  # the day is already past retention
         return tables
-    stores = dict(cells[["store_id", "store_name"]].drop_duplicates("store_id").itertuples(
-        index=False))
-    flagged = compliance_rows(aggregates.flagged, stores, ErrorBands.from_card(card),
-                              options.challenge_age, flag_probability)
+    flagged = compliance_rows(_with_status(aggregates.flagged, estimates), stores,
+                              ErrorBands.from_card(card), options.challenge_age,
+                              flag_probability)
     sales = compliance_sales(aggregates.restricted_sales, stores)
     tables.restricted[COMPLIANCE] = flagged
     tables.restricted[COMPLIANCE_SALES] = sales
@@ -215,6 +226,23 @@ def purge_compliance(options: DayOptions) -> dict[str, int]:
         partitions += gone
         rows += count if table == COMPLIANCE else 0
     return {"compliance_partitions_deleted": partitions, "compliance_rows_deleted": rows}
+
+
+def _with_status(flagged: pd.DataFrame, estimates: pd.DataFrame) -> pd.DataFrame:
+    """The flagged sales with their estimate's status (models/score.py: a "low_quality"
+    photo's age is less sure than the model's figures say)."""
+    if "status" not in estimates:
+        return flagged
+    status = estimates.drop_duplicates("receipt_id").set_index("receipt_id")["status"]
+    return flagged.assign(estimate_status=flagged["receipt_id"].map(status))
+
+
+def _low_quality(flagged: pd.DataFrame, estimates: pd.DataFrame) -> int:
+    """How many of the day's flagged sales rest on a low-quality photo."""
+    with_status = _with_status(flagged, estimates)
+    if "estimate_status" not in with_status:
+        return 0
+    return int((with_status["estimate_status"] == "low_quality").sum())
 
 
 @contextlib.contextmanager

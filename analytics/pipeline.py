@@ -20,7 +20,9 @@ import pandas as pd
 import sqlalchemy as sa
 
 from analytics.age_groups import AgeBins, assign_age_groups
+from analytics.camera_quality import PHOTO_COLUMNS, camera_alerts
 from analytics.day_tables import (
+    CAMERA_QUALITY,
     ESTIMATES,
     SALES,
     DayOptions,
@@ -31,7 +33,14 @@ from analytics.day_tables import (
 from analytics.parquet import read_marker, remove_marker, write_marker
 from models.persist import AgeModel
 from models.photos import UNOPENED_REASONS, PhotoError, resolve_photo_path
-from models.score import AGED, STATUSES, ScoringStats, empty_scores, score_photos
+from models.score import (
+    AGED,
+    QUALITY_COLUMNS,
+    STATUSES,
+    ScoringStats,
+    empty_scores,
+    score_photos,
+)
 from sql import queries
 from sql.engine import with_retries
 
@@ -78,6 +87,9 @@ class RunSummary:
     seconds: float = 0.0
     scoring: ScoringStats | None = None  # how the photos were scored, when this process did
     notes: list[str] = field(default_factory=list)  # lines for the log (how it estimated)
+    # Lines for the night's summary: each store whose camera gives too many photos outside
+    # the conditions the model handles (analytics/camera_quality.py).
+    camera_alerts: list[str] = field(default_factory=list)
 
 
 def run_nightly(
@@ -146,7 +158,10 @@ def write_scored_day(
     check_photos_found(scores, day, config.photo_root)
     estimates = receipt_estimates(photos, scores, config.bins)
     options = config.day_options()
-    tables = build_day_tables(source or engine, day, estimates, card, options)
+    photo_scores = photos[["photo_id", "receipt_id"]].merge(
+        scores[[c for c in PHOTO_COLUMNS if c != "receipt_id"]], on="photo_id", how="left")
+    tables = build_day_tables(source or engine, day, estimates, card, options,
+                              photo_scores=photo_scores)
 
     meta = {"run_id": run_id, "day": day.isoformat(), **run_settings(config, model_version)}
     summary = RunSummary(run_id, day)
@@ -162,6 +177,7 @@ def write_scored_day(
 
     summary.counts = {**_counts(photos, scores), **tables.counts, **purged}
     summary.notes = list(tables.notes)
+    summary.camera_alerts = camera_alerts(tables.restricted[CAMERA_QUALITY])
     summary.quarantine = quarantine
     summary.seconds = round(time.monotonic() - started, 2)
     # The file metadata holds text only; the marker keeps numbers as numbers.
@@ -249,7 +265,7 @@ def check_photo_files(photos: pd.DataFrame, day: dt.date, photo_root: Path,
 
 
 ESTIMATE_COLUMNS = ["receipt_id", "photo_id", "age", "age_group", "p_under", "face_count",
-                    "face_confidence", "face_px", "status"]
+                    "face_confidence", "face_px", *QUALITY_COLUMNS, "status"]
 
 
 def receipt_estimates(photos: pd.DataFrame, scores: pd.DataFrame, bins: AgeBins) -> pd.DataFrame:
@@ -258,10 +274,12 @@ def receipt_estimates(photos: pd.DataFrame, scores: pd.DataFrame, bins: AgeBins)
     Columns: ESTIMATE_COLUMNS. `status` says how sure the estimate is (models.score.STATUSES);
     ages are rounded to 0.1 year and stored as float64, so 38.6 reads back as 38.6.
     `p_under` is the model's calibrated P(true age < the challenge age), rounded to 0.001.
+    The face's quality signals (models/quality.py: sharpness, exposure mean and spread)
+    are restricted like the ages: this table is written to the restricted root only.
     """
     scored = photos[["photo_id", "receipt_id"]].merge(
         scores[["photo_id", "age", "p_under", "face_count", "face_confidence", "face_px",
-                "status"]],
+                *QUALITY_COLUMNS, "status"]],
         on="photo_id", how="left")
     scored = scored.dropna(subset=["receipt_id"])
     scored = scored.sort_values(["photo_id"]).assign(_no_age=lambda d: d["age"].isna())
@@ -271,6 +289,8 @@ def receipt_estimates(photos: pd.DataFrame, scores: pd.DataFrame, bins: AgeBins)
     one["age"] = one["age"].astype("float64").round(1)
     one["face_confidence"] = one["face_confidence"].astype("float64").round(3)
     one["p_under"] = one["p_under"].astype("float64").round(3)
+    for column in QUALITY_COLUMNS:
+        one[column] = one[column].astype("float64").round(1)
     one["age_group"] = assign_age_groups(one["age"], bins)
     return one[ESTIMATE_COLUMNS]
 

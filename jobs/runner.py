@@ -234,17 +234,21 @@ def _print_summary(summary, verbose: bool = False) -> None:
     )
     if c["photos"]:
         shares = ", ".join(f"{name.replace('_', ' ')} {100 * c.get(name, 0) / c['photos']:.1f} %"
-                           for name in ("ok", "several_faces", "low_confidence", "no_face",
-                                        "quarantined"))
+                           for name in ("ok", "several_faces", "low_confidence",
+                                        "low_quality", "no_face", "quarantined"))
         click.echo(f"  photos: {shares}")
+    low_quality = c.get("flagged_low_quality", 0)
     click.echo(
         f"  {c.get('recommendations', 0)} recommendations; compliance: {c.get('flagged', 0)} "
-        f"flagged of {c.get('alcohol_sales', 0)} age-restricted sales; retention deleted "
+        f"flagged of {c.get('alcohol_sales', 0)} age-restricted sales"
+        f"{f' ({low_quality} on low-quality photos)' if low_quality else ''}; retention deleted "
         f"{c.get('compliance_partitions_deleted', 0)} compliance partition(s) "
         f"({c.get('compliance_rows_deleted', 0)} flagged rows)"
     )
     for note in getattr(summary, "notes", []):  # how the corrected estimates were made
         click.echo(f"  {note}")
+    for line in summary.camera_alerts:
+        click.echo(f"  {line}")
     if summary.scoring is not None:
         click.echo(f"  {summary.scoring.line(verbose)}")
     for name, path in summary.outputs.items():

@@ -62,11 +62,16 @@ DEFAULT_CHECKPOINTS = Path.home() / ".cache" / "ageseg" / "checkpoints"
 @click.option("--ema", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0,
               show_default=True, help="Ship the moving average of the weights with this "
               "momentum (e.g. 0.99) instead of the best epoch; early stopping is then off.")
+@click.option("--camera-aug", "camera_prob", type=click.FloatRange(min=0, max=1),
+              default=0.0, show_default=True, help="Share of training faces degraded as a "
+              "cheap checkout camera degrades them (dim or bright light, blur, noise, JPEG, "
+              "small faces, tilted heads; models/camera.py), e.g. 0.5 when fine-tuning.")
 def command(labels: Path, images: Path, out: Path, checkpoint_dir: Path | None, resume: bool,
             backbone_weights: Path | None, init_from: Path | None, head: str, image_size: int,
             batch_size: int, epochs: int, steps_per_epoch: int | None, patience: int,
             learning_rate: float, seed: int, max_minutes: float | None, on_bad_rows: str,
-            sample_weights: str, under_age: float | None, export: bool, ema: float) -> None:
+            sample_weights: str, under_age: float | None, export: bool, ema: float,
+            camera_prob: float) -> None:
     """Train the age model; an interrupted run continues with --resume.
 
     Example: ageseg train --labels faces/labels.csv --images faces/final_files --out model.ageseg
@@ -88,7 +93,7 @@ def command(labels: Path, images: Path, out: Path, checkpoint_dir: Path | None, 
     config = TrainConfig(image_size=image_size, head=head, batch_size=batch_size, epochs=epochs,
                          steps_per_epoch=steps_per_epoch, learning_rate=learning_rate, seed=seed,
                          patience=patience, sample_weights=sample_weights,
-                         under_age=under_age, ema=ema)
+                         under_age=under_age, ema=ema, camera_prob=camera_prob)
     checkpoint_dir = checkpoint_dir or DEFAULT_CHECKPOINTS / out.stem
     card_extra = {
         "data": {"labels": str(labels), "images": str(images), "rows": len(loaded.frame),

@@ -10,7 +10,8 @@ see `models/weights/NOTICE`) and runs on LiteRT (`ai-edge-litert`), Google's sta
 runtime for .tflite files; nothing is downloaded. What the network outputs is raw: 896 anchor
 offsets and scores. Decoding them into boxes (anchors, sigmoid, weighted non-maximum
 suppression) is this module's own code, following MediaPipe's published model card and
-calculator options for this model.
+calculator options for this model. Each box comes with the network's two eye keypoints
+(of its six: eyes, nose tip, mouth, ear tragions), which the crop uses to level the face.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ INPUT_SIDE = 256
 # grid (stride 32, 6 anchors per cell: three layers of two share that stride): 896 in all.
 _GRIDS = ((16, 2), (8, 6))
 _NMS_IOU = 0.3
+# Per anchor the network regresses 16 values: box centre offset and size (4), then six
+# keypoints (x, y) in MediaPipe's order: the subject's right eye, left eye, nose tip, mouth
+# centre, right ear tragion, left ear tragion. The eyes are values 4-7.
+_EYES = slice(4, 8)
 
 
 def anchors() -> np.ndarray:
@@ -107,9 +112,18 @@ class BlazeFaceDetector:
         centre = raw_boxes[keep, :2] / INPUT_SIDE + self._anchors[keep]
         size = raw_boxes[keep, 2:4] / INPUT_SIDE
         corners = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
-        merged = _weighted_nms(corners, scores[keep])
+        # The eyes are offsets from the anchor centre too; averaged with their boxes.
+        eyes = raw_boxes[keep, _EYES] / INPUT_SIDE + np.tile(self._anchors[keep], 2)
+        merged = _weighted_nms(np.concatenate([corners, eyes], axis=1), scores[keep])
         boxes = []
-        for (x0, y0, x1, y1), confidence in merged:
+        for values, confidence in merged:
+            x0, y0, x1, y1 = values[:4]
+            # From the letterboxed input back to photo pixels, eyes as the corners.
+            ex = (values[[4, 6]] * INPUT_SIDE - pad_x) / scale
+            ey = (values[[5, 7]] * INPUT_SIDE - pad_y) / scale
+            order = np.argsort(ex)  # the eye on the image's left first
+            eye_xy = (float(ex[order[0]]), float(ey[order[0]]), float(ex[order[1]]),
+                      float(ey[order[1]]))
             # From the letterboxed input back to photo pixels.
             px0 = (x0 * INPUT_SIDE - pad_x) / scale
             py0 = (y0 * INPUT_SIDE - pad_y) / scale
@@ -120,7 +134,8 @@ class BlazeFaceDetector:
             ix0, iy0 = max(0, round(px0)), max(0, round(py0))
             ix1, iy1 = min(width, round(px1)), min(height, round(py1))
             if ix1 > ix0 and iy1 > iy0:
-                boxes.append(FaceBox(ix0, iy0, ix1 - ix0, iy1 - iy0, float(confidence)))
+                boxes.append(FaceBox(ix0, iy0, ix1 - ix0, iy1 - iy0, float(confidence),
+                                     eyes=eye_xy))
         return boxes
 
     def _network(self) -> Any:
@@ -180,7 +195,8 @@ def _letterbox(image: np.ndarray) -> tuple[np.ndarray, float, float, float]:
 
 def _weighted_nms(corners: np.ndarray, scores: np.ndarray) -> list[tuple[np.ndarray, float]]:
     """Group boxes that overlap the best remaining one (IoU > 0.3) and average each group,
-    weighted by score; the group keeps its best score."""
+    weighted by score; the group keeps its best score. Columns after the first four (the
+    corners the overlap is measured on), e.g. keypoints, are averaged alike."""
     order = np.argsort(-scores)
     corners, scores = corners[order], scores[order]
     remaining = np.ones(len(scores), bool)
@@ -188,7 +204,7 @@ def _weighted_nms(corners: np.ndarray, scores: np.ndarray) -> list[tuple[np.ndar
     for i in range(len(scores)):
         if not remaining[i]:
             continue
-        overlap = _iou(corners[i], corners) > _NMS_IOU
+        overlap = _iou(corners[i, :4], corners[:, :4]) > _NMS_IOU
         group = remaining & overlap
         group[i] = True
         weights = scores[group][:, None]

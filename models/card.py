@@ -43,7 +43,9 @@ def build_card(config: TrainConfig, *, backbone_weights: Path | None,
                                    "canvas and cut out with scale +-15 %, shift +-10 %, "
                                    "rotation +-10 deg (detector jitter around the crop "
                                    "contract), half cropped +-10 % inside the file; 1/5 "
-                                   "softened; brightness, contrast, saturation, 10% grayscale",
+                                   "softened; brightness, contrast, saturation, 10% grayscale"
+                                   + camera_augmentation(config.camera_prob),
+                   "camera_conditions": camera_conditions(config.camera_prob),
                    "backbone_init": str(backbone_weights) if backbone_weights else "random",
                    "init_from": parent,
                    "levers": levers(config)},
@@ -58,6 +60,27 @@ def build_card(config: TrainConfig, *, backbone_weights: Path | None,
         **({"calibration": calibration} if calibration else {}),
         **(card_extra or {}),
     }
+
+
+def camera_augmentation(prob: float) -> str:
+    """The augmentation text's camera part (issue 28), empty when off."""
+    if prob <= 0:
+        return ""
+    return (f"; {prob:.0%} of faces as a cheap checkout camera takes them (models/camera.py: "
+            "exposure, contrast, colour cast, focus and motion blur, sensor noise, JPEG, "
+            "small faces, head roll; see camera_conditions)")
+
+
+def camera_conditions(prob: float) -> dict[str, Any] | None:
+    """The camera conditions trained on, for the card: what share of faces, each
+    condition's chance and range (models/camera.py); None when off."""
+    from models.camera import RANGE_PROB, RANGES
+
+    if prob <= 0:
+        return None
+    return {"share_of_faces": prob, "each_condition_prob": RANGE_PROB,
+            "ranges": {k: list(v) for k, v in RANGES.items()},
+            "bench": "bench/camera_quality.py measures the same conditions"}
 
 
 CALIBRATION_FACES = 400
@@ -94,7 +117,8 @@ def calibrate_crops(train_df: pd.DataFrame, seed: int,
             log(f"crop contract for {detector.name}: not calibrated ({exc})")
             continue
         log(f"crop contract for {detector.name}: side {contract.scale:.3f} x box, centre "
-            f"{contract.dx:+.3f}, {contract.dy:+.3f} ({contract.faces} faces)")
+            f"{contract.dx:+.3f}, {contract.dy:+.3f} ({contract.faces} faces)"
+            f"{', eyes levelled' if contract.align else ''}")
         out[detector.name] = contract.to_card()
     return out
 

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from models.camera import degrade_face, random_camera
+
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -106,15 +108,49 @@ def _soften(image: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.cond(tf.random.uniform([]) < 0.2, lambda: blurred, lambda: image)
 
 
-def _augment(image: tf.Tensor, image_size: int) -> tf.Tensor:
+def camera_augment(image: tf.Tensor, prob: float) -> tf.Tensor:
+    """With probability `prob`, the face as a cheap checkout camera would take it: a random
+    mix of the conditions of models/camera.py (exposure, contrast, colour cast, focus and
+    motion blur, sensor noise, JPEG, a small face, head roll), strengths drawn from its
+    `RANGES`, the bench's span. Else the face unchanged.
+
+    The degradation is numpy and Pillow code (JPEG in memory), so it runs through
+    `tf.numpy_function`; its randomness comes from a TensorFlow draw, so a seeded pipeline
+    degrades the same faces the same way.
+    """
+    if prob <= 0:
+        return image
+    seed = tf.random.uniform([], 0, 2**31 - 1, dtype=tf.int64)
+    out = tf.numpy_function(_degrade, [image, seed, np.float32(prob)], tf.float32,
+                            stateful=False)
+    out.set_shape(image.shape)
+    return out
+
+
+def _degrade(image: np.ndarray, seed: np.int64, prob: np.float32) -> np.ndarray:
+    rng = np.random.default_rng(int(seed))
+    if rng.random() >= prob:
+        return image.astype(np.float32)
+    camera = random_camera(rng)
+    for _ in range(8):  # "degraded" means at least one condition on
+        if not camera.clean:
+            break
+        camera = random_camera(rng)
+    face = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    return degrade_face(face, camera, rng).astype(np.float32)
+
+
+def _augment(image: tf.Tensor, image_size: int, camera_prob: float = 0.0) -> tf.Tensor:
     """Label-preserving changes a checkout camera produces: framing around the face and the
-    background beside it, mirror, light, colour, blur."""
+    background beside it, mirror, light, colour, blur; with `camera_prob`, a degraded camera
+    (`camera_augment`)."""
     image = tf.image.random_flip_left_right(image)
     # Half the faces as a detector frames them in a photo, half as the face files frame
     # them (with the mild crop jitter of before): the model must stay as good on crops.
     image = tf.cond(tf.random.uniform([]) < 0.5, lambda: _reframe(image, image_size),
                     lambda: _mild_crop(image, image_size))
     image = _soften(image, image_size)
+    image = camera_augment(image, camera_prob)
     image = tf.image.random_brightness(image, 25.0)
     image = tf.image.random_contrast(image, 0.75, 1.25)
     image = tf.image.random_saturation(image, 0.7, 1.3)
@@ -131,6 +167,7 @@ def face_dataset(
     *,
     training: bool = False,
     seed: int = 0,
+    camera_prob: float = 0.0,
 ) -> tf.data.Dataset:
     """Batches of (image, age) — or images alone when ``ages`` is None. ``ages`` may also be
     any per-face targets: an (N, k) array, or a dict of them for a model with several
@@ -138,8 +175,11 @@ def face_dataset(
 
     Decoded images are cached in memory at model size (17.5k faces at 64 px is ~0.2 GB), so
     only the first epoch decodes JPEGs. Training batches are shuffled and augmented and the
-    dataset repeats; evaluation batches keep file order.
+    dataset repeats; evaluation batches keep file order. `camera_prob` is the share of
+    training faces degraded as a checkout camera degrades them (`camera_augment`).
     """
+    if not 0.0 <= camera_prob <= 1.0:
+        raise ValueError(f"camera_prob must be in [0, 1], got {camera_prob}")
     if ages is not None and not isinstance(ages, dict):
         ages = np.asarray(ages, dtype=np.float32)
     ds = tf.data.Dataset.from_tensor_slices(
@@ -154,7 +194,7 @@ def face_dataset(
     if training:
         ds = ds.shuffle(min(len(paths), 20000), seed=seed, reshuffle_each_iteration=True).repeat()
         ds = ds.map(
-            lambda img, age: (_augment(tf.cast(img, tf.float32), image_size), age),
+            lambda img, age: (_augment(tf.cast(img, tf.float32), image_size, camera_prob), age),
             num_parallel_calls=AUTOTUNE,
         )
     else:

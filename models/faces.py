@@ -23,6 +23,10 @@ class FaceBox:
     w: int
     h: int
     confidence: float
+    # The eyes as (x, y, x, y) in image pixels, the eye on the image's left first; None
+    # from a detector without keypoints. The crop turns the face so that they are level
+    # (models/crop.py).
+    eyes: tuple[float, float, float, float] | None = None
 
     @property
     def area(self) -> int:

@@ -111,13 +111,24 @@ class MtcnnDetector:
             x0, y0 = max(0, round(x)), max(0, round(y))
             x1, y1 = min(width, round(x + w)), min(height, round(y + h))
             if x1 > x0 and y1 > y0:
-                boxes.append(FaceBox(x0, y0, x1 - x0, y1 - y0, confidence))
+                boxes.append(FaceBox(x0, y0, x1 - x0, y1 - y0, confidence,
+                                     eyes=_eyes(face, scale)))
         return boxes
 
     def _model(self) -> Any:
         if self._mtcnn is None:
             self._mtcnn = build_mtcnn()
         return self._mtcnn
+
+
+def _eyes(face: dict, scale: float) -> tuple[float, float, float, float] | None:
+    """MTCNN's two eye keypoints in photo pixels, the eye on the image's left first."""
+    points = face.get("keypoints") or {}
+    if "left_eye" not in points or "right_eye" not in points:
+        return None
+    (ax, ay), (bx, by) = (tuple(float(v) / scale for v in points[k])
+                          for k in ("left_eye", "right_eye"))
+    return (ax, ay, bx, by) if ax <= bx else (bx, by, ax, ay)
 
 
 def build_mtcnn(traced: bool = True) -> Any:

@@ -40,6 +40,9 @@ class TrainConfig:
     under_age: float | None = None  # a second output P(age < under_age), BCE toward 13-30
     ema: float = 0.0  # > 0: the shipped weights are this momentum's moving average (no
     #                   early stopping: the final average, so validation picks nothing)
+    # Issue 28: the share of training faces degraded as a cheap checkout camera degrades
+    # them (models/camera.py's conditions, strengths from its RANGES; models/data.py).
+    camera_prob: float = 0.0
 
 
 SAMPLE_WEIGHTS = ("none", "lds", "under25")

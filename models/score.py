@@ -30,23 +30,29 @@ from models.crop import CropContract, contract_for, crop_face
 from models.faces import FaceBox, FaceDetector, largest_face
 from models.persist import AgeModel
 from models.photos import PhotoError, decode_photo, read_photo, resolve_photo_path
+from models.quality import HANDLED, HandledRanges, face_quality
 
-# How sure an estimate is. "ok": one face, confidently detected. The next two are aged too
-# but flagged: "several_faces" (the largest was taken: is it the shopper?) and
+# How sure an estimate is. "ok": one face, confidently detected. The next three are aged
+# too but flagged: "several_faces" (the largest was taken: is it the shopper?),
 # "low_confidence" (under the detector's `confident` level: a child's or a turned face, or
-# not a face). Then photos without an age: "no_face" and "quarantined" (unreadable).
-STATUSES = ("ok", "several_faces", "low_confidence", "no_face", "quarantined")
-AGED = STATUSES[:3]
+# not a face) and "low_quality" (the face crop is outside the camera conditions the model
+# handles: too dark, too bright, too flat or too blurred; models/quality.py). Then photos
+# without an age: "no_face" and "quarantined" (unreadable).
+STATUSES = ("ok", "several_faces", "low_confidence", "low_quality", "no_face", "quarantined")
+AGED = STATUSES[:4]
 
 # The quarantine reason of a photo the face detector raised on (a runtime fault, not a bad
 # photo file): the photo is set aside and the rest of the day goes on.
 DETECTOR_FAILED = "detector_failed"
 
+# The face's quality signals (models/quality.py), NaN without a face: restricted outputs only.
+QUALITY_COLUMNS = ["sharpness", "exposure_mean", "exposure_std"]
 SCORE_COLUMNS = ["photo_id", "age", "p_under", "face_count", "face_confidence", "face_px",
-                 "status", "reason", "detail"]
+                 *QUALITY_COLUMNS, "status", "reason", "detail"]
 # The numeric columns' dtypes; the rest are strings.
 SCORE_DTYPES = {"photo_id": "int64", "age": "float32", "p_under": "float64",
-                "face_count": "int16", "face_confidence": "float32", "face_px": "int16"}
+                "face_count": "int16", "face_confidence": "float32", "face_px": "int16",
+                **{c: "float32" for c in QUALITY_COLUMNS}}
 
 
 # How the scoring line names each runtime (`AgeModel.runtime`, `LiteRTModel.runtime`).
@@ -153,11 +159,25 @@ def score_batch(
 
 
 def estimate_batch(prepared: list[PreparedPhoto], model: AgeModel, batch_size: int,
-                   challenge_age: float | None = None) -> pd.DataFrame:
-    """The model's half of `score_batch`: prepared photos in, one row per photo out."""
+                   challenge_age: float | None = None,
+                   handled: HandledRanges = HANDLED) -> pd.DataFrame:
+    """The model's half of `score_batch`: prepared photos in, one row per photo out.
+
+    The quality signals are measured here, on the crops the model sees, so every engine
+    (this process, Ray's model actors) measures them alike from what it already carries.
+    A face outside `handled` is aged but marked "low_quality", unless the detector already
+    marked it "low_confidence".
+    """
     ages = np.full(len(prepared), np.nan, dtype=np.float32)
     under = np.full(len(prepared), np.nan, dtype=np.float64)
+    quality = np.full((len(prepared), len(QUALITY_COLUMNS)), np.nan, dtype=np.float32)
+    statuses = [p.status for p in prepared]
     with_face = [i for i, p in enumerate(prepared) if p.face is not None]
+    for i in with_face:
+        q = face_quality(prepared[i].face)
+        quality[i] = (q.sharpness, q.exposure_mean, q.exposure_std)
+        if statuses[i] in ("ok", "several_faces") and handled.outside(q):
+            statuses[i] = "low_quality"
     if with_face:
         faces = np.stack([prepared[i].face for i in with_face])
         ages[with_face], probs, head = model.predict_all(faces, batch_size=batch_size)
@@ -172,7 +192,8 @@ def estimate_batch(prepared: list[PreparedPhoto], model: AgeModel, batch_size: i
             "face_count": np.array([p.face_count for p in prepared], dtype=np.int16),
             "face_confidence": np.array([p.confidence for p in prepared], dtype=np.float32),
             "face_px": np.array([p.face_px for p in prepared], dtype=np.int16),
-            "status": [p.status for p in prepared],
+            **{c: quality[:, k] for k, c in enumerate(QUALITY_COLUMNS)},
+            "status": statuses,
             "reason": [p.reason for p in prepared],
             "detail": [p.detail for p in prepared],
         },

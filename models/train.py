@@ -154,6 +154,7 @@ def train(
     train_ds = face_dataset(
         train_df["path"].tolist(), training_targets(train_df["real_age"], config),
         config.image_size, config.batch_size, training=True, seed=config.seed,
+        camera_prob=config.camera_prob,
     )
     val_ds = face_dataset(
         val_df["path"].tolist(), training_targets(val_df["real_age"], config),

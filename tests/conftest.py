@@ -128,3 +128,13 @@ def litert_model_path(tmp_path_factory) -> Path:
     out = folder / "litert.ageseg"
     export_model_file(source, out=out, echo=lambda _: None)
     return out
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that reaches the PostgreSQL server, so `-m "not postgres"` means it."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params.values() if callspec else ()
+        on_pg = any(isinstance(value, str) and value == "postgresql" for value in params)
+        if on_pg or {"pg_server", "pg_url"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)

@@ -43,7 +43,8 @@ def test_nightly_writes_marketing_and_restricted_tables(sqlite_url, tmp_path,
     assert tables(tmp_path / "marketing") == {"sales_by_age_group", "recommendations",
                                               "age_mix"}
     assert tables(restricted) == {"age_estimates", "affinity_counts", "compliance",
-                                  "compliance_sales", "compliance_summary", "age_histograms"}
+                                  "compliance_sales", "compliance_summary", "age_histograms",
+                                  "camera_quality"}
     # The corrected estimates ride beside the observed counts and are hidden with them.
     marketing = pd.read_parquet(tmp_path / "marketing" / "sales_by_age_group" / f"dt={DAY}")
     shown = marketing.loc[~marketing["suppressed"]]
@@ -53,6 +54,17 @@ def test_nightly_writes_marketing_and_restricted_tables(sqlite_url, tmp_path,
     assert (shown["est_receipts"] <= shown["est_receipts_high"]).all()
     mix = pd.read_parquet(tmp_path / "marketing" / "age_mix" / f"dt={DAY}")
     assert set(mix["scope"]) == {"store", "chain"}
+    # Photo quality is per shopper's photo: restricted only, never in a marketing table.
+    for name in tables(tmp_path / "marketing"):
+        frame = pd.read_parquet(tmp_path / "marketing" / name / f"dt={DAY}")
+        assert not {"sharpness", "exposure_mean", "exposure_std"} & set(frame.columns)
+    estimates = pd.read_parquet(restricted / "age_estimates" / f"dt={DAY}")
+    aged = estimates["age"].notna()
+    assert estimates.loc[aged, "sharpness"].notna().all()
+    assert estimates.loc[~aged, "sharpness"].isna().all()
+    cameras = pd.read_parquet(restricted / "camera_quality" / f"dt={DAY}")
+    assert cameras["store_id"].nunique() == len(cameras) == 2
+    assert cameras["photos"].sum() == 30 and (cameras["aged"] <= cameras["photos"]).all()
     assert not (restricted / "compliance" / f"dt={ANCIENT}").exists()
 
     # --challenge-age 200 flags every age-restricted sale that has an age estimate.
