@@ -61,14 +61,21 @@ def test_days_coexist_with_their_own_ids(engine):
 
 
 def test_rerun_also_drops_that_day_s_photo_rows(engine):
+    next_day = DAY + dt.timedelta(days=1)
     receipts = generate_day(engine, DAY, stores=1, receipts_per_store=5, shopper_ages=[30.0],
                             seed=1)
+    other = generate_day(engine, next_day, stores=1, receipts_per_store=5,
+                         shopper_ages=[30.0], seed=1)
     insert_frame(engine, "checkout_photos", pd.DataFrame({
-        "photo_id": [1], "receipt_id": [int(receipts["receipt_id"].iloc[0])],
-        "path": ["x.jpg"], "taken_at": [receipts["ts"].iloc[0]],
+        "photo_id": [1, 2],
+        "receipt_id": [int(receipts["receipt_id"].iloc[0]), int(other["receipt_id"].iloc[0])],
+        "path": ["x.jpg", "y.jpg"],
+        "taken_at": [receipts["ts"].iloc[0], other["ts"].iloc[0]],
     }))
     generate_day(engine, DAY, stores=1, receipts_per_store=5, shopper_ages=[30.0], seed=1)
     assert photos_for_day(engine, DAY).empty
+    # only that day's rows go: the next day's photo is still there
+    assert list(photos_for_day(engine, next_day)["photo_id"]) == [2]
 
 
 def test_existing_reference_rows_are_kept(engine):

@@ -166,6 +166,8 @@ def test_untrained_model_is_refused(sqlite_url, tmp_path):
     fill_shop(sqlite_url, tmp_path / "photos", n_receipts=26)
     result = _invoke(sqlite_url, tmp_path, path, "nightly", "--date", DAY.isoformat())
     assert result.exit_code == 1 and "untrained" in result.output
+    # refused before any photo is scored: nothing written, as for the other refusals
+    assert not (tmp_path / "marketing").exists() and not (tmp_path / "restricted").exists()
 
 
 def test_dry_run_writes_nothing(sqlite_url, tmp_path, tiny_model_path):
