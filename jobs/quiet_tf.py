@@ -35,7 +35,8 @@ class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name != "tensorflow":
             return None
-        sys.meta_path.remove(self)  # once: later imports are TensorFlow's own business
+        # Stay until TensorFlow is really imported: `importlib.util.find_spec("tensorflow")`
+        # (jobs/extras.py asks whether it is installed) lands here too and imports nothing.
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is not None and spec.loader is not None:
             spec.loader = _QuietLoader(spec.loader)
@@ -50,6 +51,8 @@ class _QuietLoader(importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module) -> None:
+        # once: later imports are TensorFlow's own business
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _Finder)]
         with filtered_stderr():
             self._loader.exec_module(module)
 

@@ -691,6 +691,8 @@ def test_every_bad_photo_is_quarantined_and_every_good_one_in_its_batch_scored(
         row = by_path.loc[rel]
         assert (row["status"], row["reason"]) == ("quarantined", expected[rel]), (rel, row)
     scored = by_path.loc[good]
-    assert (scored["status"] == "ok").all() and scored["age"].notna().all()
+    # aged; a generated photo may also be flagged low_quality (aged, camera outside the
+    # handled ranges), never quarantined
+    assert scored["status"].isin(["ok", "low_quality"]).all() and scored["age"].notna().all()
     assert len(scored) == len(good) and len(bad) == 13
     assert grew < 400, f"scoring grew peak memory by {grew:.0f} MiB"
