@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.blocked import BLOCK_TF
+
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
 
@@ -127,15 +129,6 @@ def _npz(arrays: dict) -> object:
     buffer.seek(0)
     return np.load(buffer)
 
-
-BLOCK_TF = """
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras", "jax", "mtcnn"):
-            raise ImportError(f"{name} is blocked in this test")
-sys.meta_path.insert(0, Block())
-"""
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.blocked import BLOCK_TF
 from tests.photos import blank_jpeg, scene_jpeg, write_bad_photos
 from tests.shop import DAY, fill_shop
 
@@ -108,15 +109,6 @@ def test_both_runtimes_give_the_same_frames(tmp_path, litert_model_path):
     np.testing.assert_allclose(lite.loc[aged, "p_under"], keras.loc[aged, "p_under"],
                                atol=0.01)
 
-
-BLOCK_TF = """
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras", "jax", "mtcnn"):
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
-sys.meta_path.insert(0, Block())
-"""
 
 
 def _run_blocked(code: str) -> subprocess.CompletedProcess:
