@@ -111,9 +111,10 @@ def test_two_head_model_trains_both_outputs_and_round_trips(tmp_path):
     assert model.under_head_age == 25.0
     faces = x.astype(np.uint8)
     age, probs, head = model.predict_all(faces, batch_size=8)
-    # the loaded network's own raw P(under 25) (the faces are uniform, so the mirror
-    # average changes nothing): the storage's rounding is then the same on both sides
-    raw = np.asarray(model.keras_model(x, training=False)[1])[:, 0]
+    # the loaded network's own raw P(under 25) on the very pixels predict_all saw (uint8,
+    # not the fractional training x; the faces are uniform, so the mirror average changes
+    # nothing): the storage's rounding is then the same on both sides
+    raw = np.asarray(model.keras_model(faces.astype(np.float32), training=False)[1])[:, 0]
     logit = np.log(raw) - np.log1p(-raw)
     calibrated = 1 / (1 + np.exp(-logit / 0.25))
     np.testing.assert_allclose(head, calibrated, atol=0.005)
