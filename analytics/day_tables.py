@@ -1,11 +1,12 @@
 """Every table one night produces: computed from the day's estimates, then written together.
 
-`build_day_tables` reads (the database's aggregates, earlier days' partitions for the
-trailing windows) and computes; it writes nothing, so a failure leaves the day's previous
-outputs untouched. `write_day_tables` then replaces all of the day's partitions at once, and
-`purge_compliance` applies the retention period. The marketing root gets aggregates only;
-everything per receipt or per cashier, and the unsuppressed daily counts, go to the
-restricted root.
+Two reading steps at the edges, `read_day_aggregates` (the database joins the day's
+purchases with the receipts' age groups) and `read_window` (earlier days' partitions for
+the trailing windows); then `build_day_tables` computes, writing nothing, so a failure
+leaves the day's previous outputs untouched. `write_day_tables` then replaces all of the
+day's partitions at once, and `purge_compliance` applies the retention period. The
+marketing root gets aggregates only; everything per receipt or per cashier, and the
+unsuppressed daily counts, go to the restricted root.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from analytics.compliance import (
     flag_marks,
     summarise_marks,
 )
-from analytics.day_aggregates import aggregate_day
+from analytics.config import NightConfig
+from analytics.day_aggregates import DayAggregates, aggregate_day
 from analytics.estimates import CONFUSION, EstimateOptions
 from analytics.group_estimates import (
     attach,
@@ -68,37 +70,6 @@ CAMERA_QUALITY = "camera_quality"
 COMPLIANCE_TABLES = (COMPLIANCE, COMPLIANCE_SALES, COMPLIANCE_SUMMARY)
 
 
-@dataclass(frozen=True)
-class DayOptions:
-    """What shapes the day's tables (the CLI's --min-cell, --challenge-age, ...)."""
-
-    output_root: Path
-    restricted_root: Path
-    min_cell: int = 10
-    challenge_age: float = 25.0
-    window_days: int = 28
-    compliance_retention_days: int = 90
-    today: dt.date | None = None  # retention counts back from here; None: the clock's today
-    flag_probability: float | None = None  # None: the model card's operating point
-    estimate: EstimateOptions | None = EstimateOptions()  # None: no corrected estimates
-
-    def flag_rule(self, card: Mapping[str, object]) -> float | None:
-        """The P(under the challenge age) at which a sale is flagged: the operator's
-        --flag-probability, else the operating point on the model's card, else None (flag by
-        the estimated age alone, for models without a calibrated distribution)."""
-        if self.flag_probability is not None:
-            return self.flag_probability
-        calibration = card.get("calibration")
-        if isinstance(calibration, Mapping) and calibration.get("flag_probability") is not None:
-            return float(calibration["flag_probability"])
-        return None
-
-    def retention_cutoff(self) -> dt.date:
-        """Compliance partitions for days before this are deleted (and not written)."""
-        today = self.today or dt.date.today()
-        return today - dt.timedelta(days=self.compliance_retention_days)
-
-
 @dataclass
 class DayTables:
     """The day's tables by name, per root, with a few counts for the run record."""
@@ -109,43 +80,84 @@ class DayTables:
     notes: list[str] = field(default_factory=list)  # lines for the log (what was estimated how)
 
 
+@dataclass(frozen=True)
+class Window:
+    """The earlier days of the trailing window as found on disk, before the night computes.
+
+    Files, not frames, where a month is large: DuckDB sums them where they lie (a busy month
+    holds millions of flagged rows). The compliance lists stay empty for a day already past
+    retention, whose compliance tables are not written."""
+
+    start: dt.date
+    affinity: list[Path] = field(default_factory=list)
+    compliance: list[Path] = field(default_factory=list)
+    compliance_sales: list[pd.DataFrame] = field(default_factory=list)  # a row per store-day
+
+
+def read_window(day: dt.date, config: NightConfig) -> Window:
+    """What `build_day_tables` needs of the days before `day` (I/O: the restricted root)."""
+    start = day - dt.timedelta(days=config.window_days - 1)
+    yesterday = day - dt.timedelta(days=1)
+    root = config.restricted_root
+    window = Window(start, [path for _, path in partition_files(root, AFFINITY, start,
+                                                                yesterday)])
+    if day < config.retention_cutoff():
+        return window
+    window.compliance.extend(path for _, path in partition_files(root, COMPLIANCE, start,
+                                                                 yesterday))
+    with _reading_window():
+        window.compliance_sales.extend(
+            frame for _, frame in iter_partitions(root, COMPLIANCE_SALES, start, yesterday))
+    return window
+
+
+def read_day_aggregates(
+    engine: sa.Engine, day: dt.date, estimates: pd.DataFrame, card: Mapping[str, object],
+    config: NightConfig,
+) -> DayAggregates:
+    """Where the age groups meet the purchases: the database sums `day`'s lines per store,
+    category and group (analytics/day_aggregates.py), and per estimated year where the
+    corrected estimates need it. I/O: the till's database, read only."""
+    joined = [c for c in ("receipt_id", "age_group", "age", "p_under") if c in estimates]
+    by_year = _estimate_bins(estimates, config) is not None
+    counted = with_year_labels(estimates[joined]) if by_year else estimates[joined]
+    return with_retries(lambda: aggregate_day(
+        engine, day, counted, challenge_age=config.challenge_age,
+        flag_probability=config.flag_rule(card), unknown=UNKNOWN))
+
+
 def build_day_tables(
-    engine: sa.Engine,
     day: dt.date,
     estimates: pd.DataFrame,
+    aggregates: DayAggregates,
+    window: Window,
     card: Mapping[str, object],
-    options: DayOptions,
+    config: NightConfig,
     photo_scores: pd.DataFrame | None = None,
 ) -> DayTables:
     """All of `day`'s tables from its estimates (receipt_id, photo_id, age, age_group,
-    face_count) and the model card (for the compliance error bands). Writes nothing.
+    face_count), the database's aggregates of its purchases, the earlier days of the window
+    and the model card (the confusion for the corrected estimates, the compliance error
+    bands). Writes nothing, reads nothing but the window's files.
 
     With `photo_scores` (one row per photo: analytics/camera_quality.PHOTO_COLUMNS), the
     restricted `camera_quality` table too."""
-    flag_probability = options.flag_rule(card)
-    joined = [c for c in ("receipt_id", "age_group", "age", "p_under") if c in estimates]
+    flag_probability = config.flag_rule(card)
     groups = group_labels(estimates) if "age_group" in estimates else []
-    bins = bins_of(groups) if options.estimate is not None and "age" in estimates else None
-    # One pass over the lines, counted per "group|estimated year": the hard cells and the
-    # estimator's histograms both come from it (analytics/group_estimates.py).
-    counted = with_year_labels(estimates[joined]) if bins is not None else estimates[joined]
-    aggregates = with_retries(lambda: aggregate_day(
-        engine, day, counted,
-        challenge_age=options.challenge_age, flag_probability=flag_probability,
-        unknown=UNKNOWN))
+    bins = _estimate_bins(estimates, config)
     cells = aggregates.cells
     tables = DayTables()
     est = None
     if bins is not None:
         rows = year_rows(cells)
         cells = hard_cells(cells, groups)
-        est = day_estimates(rows, card, bins, options.estimate)
+        est = day_estimates(rows, card, bins, EstimateOptions())
         tables.restricted[AGE_HISTOGRAMS] = rows
         tables.notes.append(note(est.kind))
     tables.marketing[SALES] = sales_from_cells(attach(category_cells(cells), est),
-                                               options.min_cell)
+                                               config.min_cell)
     if est is not None:
-        tables.marketing[AGE_MIX] = age_mix_table(cells, est.frame, options.min_cell)
+        tables.marketing[AGE_MIX] = age_mix_table(cells, est.frame, config.min_cell)
     # Recommendations rank on corrected lifts only where the model's confusion corrected
     # them; the fallback's assumed error is good for the mix, not for reordering lists.
     corrected = est is not None and est.kind == CONFUSION
@@ -158,13 +170,10 @@ def build_day_tables(
         tables.restricted[CAMERA_QUALITY] = camera_quality(
             photo_scores, aggregates.receipt_stores, stores)
 
-    start = day - dt.timedelta(days=options.window_days - 1)
-    yesterday = day - dt.timedelta(days=1)
-    earlier = partition_files(options.restricted_root, AFFINITY, start, yesterday)
     with _reading_window():
         tables.marketing[RECOMMENDATIONS] = window_recommendations(
-            [*(path for _, path in earlier), affinity], window_start=start, window_end=day,
-            window_days=len(earlier) + 1, min_cell=options.min_cell)
+            [*window.affinity, affinity], window_start=window.start, window_end=day,
+            window_days=len(window.affinity) + 1, min_cell=config.min_cell)
 
     tables.counts = {
         "receipts": int(cells["group_receipts"].sum()),
@@ -178,29 +187,33 @@ def build_day_tables(
         "flagged": len(aggregates.flagged),
         "flagged_low_quality": _low_quality(aggregates.flagged, estimates),
     }
-    if day < options.retention_cutoff():
+    if day < config.retention_cutoff():
         tables.counts["compliance_skipped"] = 1  # the day is already past retention
         return tables
     flagged = compliance_rows(_with_status(aggregates.flagged, estimates), stores,
-                              ErrorBands.from_card(card), options.challenge_age,
+                              ErrorBands.from_card(card), config.challenge_age,
                               flag_probability)
     sales = compliance_sales(aggregates.restricted_sales, stores)
     tables.restricted[COMPLIANCE] = flagged
     tables.restricted[COMPLIANCE_SALES] = sales
-    # A busy month holds millions of flagged rows: DuckDB sums them from the files.
-    earlier_flagged = partition_files(options.restricted_root, COMPLIANCE, start, yesterday)
     with _reading_window():
-        marks = flag_marks([*(path for _, path in earlier_flagged), flagged])
-        window_sales = pd.concat(list(_window(options.restricted_root, COMPLIANCE_SALES, start,
-                                              day, sales)), ignore_index=True)
+        marks = flag_marks([*window.compliance, flagged])
+    window_sales = pd.concat([*window.compliance_sales, sales], ignore_index=True)
     tables.restricted[COMPLIANCE_SUMMARY] = summarise_marks(
-        marks, window_sales, window_start=start, window_end=day,
-        window_days=len(earlier_flagged) + 1, challenge_age=options.challenge_age)
+        marks, window_sales, window_start=window.start, window_end=day,
+        window_days=len(window.compliance) + 1, challenge_age=config.challenge_age)
     return tables
 
 
+def _estimate_bins(estimates: pd.DataFrame, config: NightConfig):
+    """The age bins of the corrected estimates, or None where there are none to make."""
+    if not config.corrected_estimates or "age" not in estimates:
+        return None
+    return bins_of(group_labels(estimates) if "age_group" in estimates else [])
+
+
 def write_day_tables(
-    tables: DayTables, day: dt.date, options: DayOptions, metadata: Mapping[str, str],
+    tables: DayTables, day: dt.date, config: NightConfig, metadata: Mapping[str, str],
     model_version: str,
     *,
     before_commit: Callable[[], object] | None = None,
@@ -210,19 +223,19 @@ def write_day_tables(
     Each table gets a model_version column and `metadata` in its file.
     """
     parts = [(root, name, frame.assign(model_version=model_version))
-             for root, frames in ((options.restricted_root, tables.restricted),
-                                  (options.output_root, tables.marketing))
+             for root, frames in ((config.restricted_root, tables.restricted),
+                                  (config.output_root, tables.marketing))
              for name, frame in frames.items()]
     paths = write_partitions(parts, day, metadata, before_commit=before_commit)
     return {name: path for (_, name, _), path in zip(parts, paths, strict=True)}
 
 
-def purge_compliance(options: DayOptions) -> dict[str, int]:
+def purge_compliance(config: NightConfig) -> dict[str, int]:
     """Delete compliance partitions older than the retention period; say how many went."""
-    cutoff = options.retention_cutoff()
+    cutoff = config.retention_cutoff()
     partitions = rows = 0
     for table in COMPLIANCE_TABLES:
-        gone, count = delete_partitions_before(options.restricted_root, table, cutoff)
+        gone, count = delete_partitions_before(config.restricted_root, table, cutoff)
         partitions += gone
         rows += count if table == COMPLIANCE else 0
     return {"compliance_partitions_deleted": partitions, "compliance_rows_deleted": rows}
@@ -258,12 +271,3 @@ def _reading_window() -> Iterator[None]:
         raise PartitionUnreadable(
             f"an earlier day of the trailing window cannot be read ({detail}); rerun that day "
             "to rewrite it, or move the partition away, then run this day again") from exc
-
-
-def _window(
-    root: Path, table: str, start: dt.date, day: dt.date, today: pd.DataFrame,
-) -> Iterator[pd.DataFrame]:
-    """Earlier days' partitions in [start, day) from disk, then `today` (not yet written)."""
-    for _, frame in iter_partitions(root, table, start, day - dt.timedelta(days=1)):
-        yield frame
-    yield today

@@ -1,10 +1,14 @@
-"""The nightly pipeline, read top to bottom: photos → ages → age groups → the database's
-aggregates of the day's purchases → marketing and restricted tables → Parquet.
+"""The night, read top to bottom: `run_nightly` (photos -> ages) and `write_scored_day`
+(ages -> receipts' age groups -> the database's aggregates of the day's purchases ->
+marketing and restricted tables -> Parquet -> quarantine, marker and the run's record).
 
-Everything is computed before anything is written, so a failure while reading the
-database or scoring leaves the previous outputs for the day untouched; the day's files are
-then replaced together, each atomically (see analytics/parquet.py), and compliance
-partitions past their retention period are deleted.
+Each step is a named function; the pure ones take data and a NightConfig, the `read_*`,
+`write_*` and `record_*` ones do the I/O. Everything is computed before anything is written,
+so a failure while reading the database or scoring leaves the previous outputs for the day
+untouched; the day's files are then replaced together, each atomically (see
+analytics/parquet.py), and compliance partitions past their retention period are deleted.
+Every engine that scores photos (this process; Ray, jobs/ray_engine.py) ends in
+`write_scored_day`.
 """
 
 from __future__ import annotations
@@ -21,13 +25,16 @@ import sqlalchemy as sa
 
 from analytics.age_groups import AgeBins, assign_age_groups
 from analytics.camera_quality import PHOTO_COLUMNS, camera_alerts
+from analytics.config import NightConfig
 from analytics.day_tables import (
     CAMERA_QUALITY,
     ESTIMATES,
     SALES,
-    DayOptions,
+    DayTables,
     build_day_tables,
     purge_compliance,
+    read_day_aggregates,
+    read_window,
     write_day_tables,
 )
 from analytics.parquet import read_marker, remove_marker, write_marker
@@ -53,30 +60,6 @@ class PhotosUnavailable(RuntimeError):
     is most likely not mounted, and writing the day would mark every shopper's age unknown."""
 
 
-@dataclass(frozen=True)
-class NightlyConfig:
-    """Plain arguments for one run; the CLI builds this from its Settings."""
-
-    photo_root: Path
-    output_root: Path
-    restricted_root: Path
-    bins: AgeBins
-    min_cell: int = 10
-    batch_size: int = 32
-    challenge_age: float = 25.0
-    window_days: int = 28  # trailing window of recommendations and compliance summaries
-    compliance_retention_days: int = 90
-    today: dt.date | None = None  # retention counts back from here; None: the clock's
-    flag_probability: float | None = None  # None: the model card's operating point
-    holder: str = ""  # the run lock the run holds (jobs/lock.py), recorded on its runs row
-    prep_workers: int = 1  # threads reading, decoding and finding faces (models/score.py)
-
-    def day_options(self) -> DayOptions:
-        return DayOptions(self.output_root, self.restricted_root, self.min_cell,
-                          self.challenge_age, self.window_days,
-                          self.compliance_retention_days, self.today, self.flag_probability)
-
-
 @dataclass
 class RunSummary:
     run_id: str
@@ -97,7 +80,7 @@ def run_nightly(
     day: dt.date,
     model: AgeModel,
     detector,
-    config: NightlyConfig,
+    config: NightConfig,
     *,
     run_id: str,
     job: str = "nightly",
@@ -121,6 +104,28 @@ def run_nightly(
         return summary
 
 
+def write_day(
+    engine: sa.Engine,
+    day: dt.date,
+    photos: pd.DataFrame,
+    scores: pd.DataFrame,
+    config: NightConfig,
+    *,
+    model_version: str,
+    card: Mapping[str, object],
+    job: str,
+    run_id: str,
+    started: float,
+    source: sa.Engine | None = None,
+) -> RunSummary:
+    """A day scored elsewhere (Ray's actors) written as `run_nightly` writes it, under its
+    own `runs` row: the one day writer every engine ends in."""
+    with recorded_run(engine, run_id, job, day, model_version, holder=config.holder):
+        return write_scored_day(engine, day, photos, scores, config,
+                                model_version=model_version, card=card, run_id=run_id,
+                                started=started, source=source)
+
+
 @contextlib.contextmanager
 def recorded_run(
     engine: sa.Engine, run_id: str, job: str, day: dt.date, model_version: str,
@@ -141,7 +146,7 @@ def write_scored_day(
     day: dt.date,
     photos: pd.DataFrame,
     scores: pd.DataFrame,
-    config: NightlyConfig,
+    config: NightConfig,
     *,
     model_version: str,
     card: Mapping[str, object],
@@ -149,65 +154,82 @@ def write_scored_day(
     started: float,
     source: sa.Engine | None = None,
 ) -> RunSummary:
-    """The day's photos and their scores (one row per photo, in the photos' order) become the
-    day's tables, written together; then quarantine, retention, marker and the run's 'ok'.
+    """The night after scoring, step by step: the day's photos and their scores (one row per
+    photo, in the photos' order) become the receipts' age groups, meet the day's purchases,
+    become the day's tables, written together; then quarantine, retention, marker and the
+    run's 'ok'.
 
-    Every engine that scores photos (this process, Ray) ends here, so their outputs cannot
-    drift apart. Purchases are read from `source` (default: `engine`), records go to `engine`.
-    """
+    Purchases are read from `source` (default: `engine`); records go to `engine`. Only the
+    steps named `read_*`, `write_*` and `record_*` do I/O; the others are pure."""
     check_photos_found(scores, day, config.photo_root)
+    # ages -> receipts' age groups (pure)
     estimates = receipt_estimates(photos, scores, config.bins)
-    options = config.day_options()
-    photo_scores = photos[["photo_id", "receipt_id"]].merge(
-        scores[[c for c in PHOTO_COLUMNS if c != "receipt_id"]], on="photo_id", how="left")
-    tables = build_day_tables(source or engine, day, estimates, card, options,
-                              photo_scores=photo_scores)
-
-    meta = {"run_id": run_id, "day": day.isoformat(), **run_settings(config, model_version)}
+    # age groups meet purchases: the database sums the day's lines per store, category, group
+    aggregates = read_day_aggregates(source or engine, day, estimates, card, config)
+    window = read_window(day, config)  # the earlier days the trailing windows add up
+    # the day's tables, marketing and restricted (pure but for summing the window's files)
+    tables = build_day_tables(day, estimates, aggregates, window, card, config,
+                              photo_scores=photo_quality(photos, scores))
+    meta = {"run_id": run_id, "day": day.isoformat(), **config.run_settings(model_version)}
     summary = RunSummary(run_id, day)
     # The marker goes just before the first rename, so it always describes the files
     # beside it; a write that fails earlier leaves both the old files and their marker.
     summary.outputs = write_day_tables(
-        tables, day, options, meta, model_version,
+        tables, day, config, meta, model_version,
         before_commit=lambda: remove_marker(config.output_root, day))
-    quarantine = scores.loc[scores["status"] == "quarantined"].merge(
-        photos[["photo_id", "path"]], on="photo_id")[["photo_id", "path", "reason", "detail"]]
-    with_retries(lambda: queries.replace_quarantine(engine, run_id, day, quarantine))
-    purged = purge_compliance(options)
-
-    summary.counts = {**_counts(photos, scores), **tables.counts, **purged}
-    summary.notes = list(tables.notes)
-    summary.camera_alerts = camera_alerts(tables.restricted[CAMERA_QUALITY])
-    summary.quarantine = quarantine
-    summary.seconds = round(time.monotonic() - started, 2)
-    # The file metadata holds text only; the marker keeps numbers as numbers.
-    numbers = {"min_cell": config.min_cell, "challenge_age": config.challenge_age,
-               "window_days": config.window_days}
-    write_marker(config.output_root, day, {**meta, **numbers, **summary.counts,
-                                           "seconds": summary.seconds})
-    with_retries(lambda: queries.finish_run(engine, run_id, "ok", summary.counts))
+    summary.quarantine = record_quarantine(engine, run_id, day, photos, scores)
+    purged = purge_compliance(config)
+    _summarise(summary, photos, scores, tables, purged, started)
+    record_day(engine, summary, config, meta)
     return summary
 
 
-def run_settings(config: NightlyConfig, model_version: str) -> dict[str, str]:
-    """What a day's outputs were made with, as written into its files and SUCCESS marker."""
-    return {"model_version": model_version, "age_bins": config.bins.to_spec(),
-            "min_cell": str(config.min_cell), "challenge_age": str(config.challenge_age),
-            "window_days": str(config.window_days),
-            "flag_probability": str(config.flag_probability)}
+def photo_quality(photos: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per photo with its receipt and quality signals (camera_quality.PHOTO_COLUMNS)."""
+    return photos[["photo_id", "receipt_id"]].merge(
+        scores[[c for c in PHOTO_COLUMNS if c != "receipt_id"]], on="photo_id", how="left")
 
 
-def day_is_current(config: NightlyConfig, day: dt.date, model_version: str) -> bool:
+def record_quarantine(engine: sa.Engine, run_id: str, day: dt.date, photos: pd.DataFrame,
+                      scores: pd.DataFrame) -> pd.DataFrame:
+    """The day's quarantined photos replace its earlier quarantine records; returned for the
+    log."""
+    quarantine = scores.loc[scores["status"] == "quarantined"].merge(
+        photos[["photo_id", "path"]], on="photo_id")[["photo_id", "path", "reason", "detail"]]
+    with_retries(lambda: queries.replace_quarantine(engine, run_id, day, quarantine))
+    return quarantine
+
+
+def record_day(engine: sa.Engine, summary: RunSummary, config: NightConfig,
+               meta: Mapping[str, str]) -> None:
+    """The SUCCESS marker beside the day's files, then the run's 'ok' with its counts."""
+    # The file metadata holds text only; the marker keeps numbers as numbers.
+    numbers = {"min_cell": config.min_cell, "challenge_age": config.challenge_age,
+               "window_days": config.window_days}
+    write_marker(config.output_root, summary.day, {**meta, **numbers, **summary.counts,
+                                                   "seconds": summary.seconds})
+    with_retries(lambda: queries.finish_run(engine, summary.run_id, "ok", summary.counts))
+
+
+def _summarise(summary: RunSummary, photos: pd.DataFrame, scores: pd.DataFrame,
+               tables: DayTables, purged: Mapping[str, int], started: float) -> None:
+    summary.counts = {**_counts(photos, scores), **tables.counts, **purged}
+    summary.notes = list(tables.notes)
+    summary.camera_alerts = camera_alerts(tables.restricted[CAMERA_QUALITY])
+    summary.seconds = round(time.monotonic() - started, 2)
+
+
+def day_is_current(config: NightConfig, day: dt.date, model_version: str) -> bool:
     """True when the day's SUCCESS marker says it was written by this model version with
     these settings: a rescore may skip it. The marker is written after every file of the
     day and removed before any is replaced, so it never vouches for a half-written day."""
     marker = read_marker(config.output_root, day)
-    want = run_settings(config, model_version)
+    want = config.run_settings(model_version)
     return marker is not None and all(str(marker.get(k)) == v for k, v in want.items())
 
 
 def estimate_ages(
-    photos: pd.DataFrame, model: AgeModel, detector, config: NightlyConfig,
+    photos: pd.DataFrame, model: AgeModel, detector, config: NightConfig,
     on_batch: Callable[[int], None] | None = None, stats: ScoringStats | None = None,
 ) -> pd.DataFrame:
     """Stream the day's photos through the model; one small row per photo comes back.

@@ -65,8 +65,9 @@ import datetime as dt, json, resource, sys, time
 from pathlib import Path
 import pandas as pd
 from analytics.age_groups import AgeBins, assign_age_groups
-from analytics.day_tables import (AFFINITY, COMPLIANCE, COMPLIANCE_SALES, DayOptions,
-                                  build_day_tables, write_day_tables)
+from analytics.config import NightConfig
+from analytics.day_tables import (AFFINITY, COMPLIANCE, COMPLIANCE_SALES, build_day_tables,
+                                  read_day_aggregates, read_window, write_day_tables)
 from analytics.parquet import write_partitions
 from sql.engine import make_engine
 
@@ -81,9 +82,12 @@ del rows
 estimates["age_group"] = assign_age_groups(estimates["age"], bins)
 estimates = estimates.assign(photo_id=estimates["receipt_id"], face_count=1)
 card = {"version": "bench", "metrics": {"val_mae": 5.0}}
-options = DayOptions(root / "marketing", root / "restricted", min_cell=10, today=day)
+options = NightConfig(root / "marketing", root / "restricted", min_cell=10, today=day)
+def tables_for(day):
+    aggregates = read_day_aggregates(engine, day, estimates, card, options)
+    return build_day_tables(day, estimates, aggregates, read_window(day, options), card, options)
 if sys.argv[4] == "history":  # copies of the day's own counts, as earlier nights left them
-    first = build_day_tables(engine, day, estimates, card, options)
+    first = tables_for(day)
     for back in range(1, int(sys.argv[5]) + 1):
         write_partitions([(options.restricted_root, name, frame)
                           for name, frame in first.restricted.items()
@@ -92,7 +96,7 @@ if sys.argv[4] == "history":  # copies of the day's own counts, as earlier night
     sys.exit(0)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
-tables = build_day_tables(engine, day, estimates, card, options)
+tables = tables_for(day)
 step = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()

@@ -242,9 +242,8 @@ def night(pool: pd.DataFrame, card: dict, n: int = 2000) -> None:
     import tempfile
 
     from analytics.age_groups import AgeBins, assign_age_groups
-    from analytics.day_tables import SALES, DayOptions, build_day_tables
-    from analytics.estimates import EstimateOptions
-    from jobs.settings import DEFAULT_AGE_BINS
+    from analytics.config import DEFAULT_AGE_BINS, NightConfig
+    from analytics.day_tables import SALES, build_day_tables, read_day_aggregates, read_window
     from sql.engine import make_engine
     from sql.queries import create_schema, insert_frame
 
@@ -275,13 +274,15 @@ def night(pool: pd.DataFrame, card: dict, n: int = 2000) -> None:
                                   "age_group": assign_age_groups(ages, bins),
                                   "p_under": np.nan, "face_count": 1})
         seconds = {}
-        for label, options in (("with", EstimateOptions()), ("without", None)):
-            day_options = DayOptions(Path(tmp) / "m", Path(tmp) / "r", min_cell=1,
-                                     estimate=options)
+        for label, corrected in (("with", True), ("without", False)):
+            config = NightConfig(Path(tmp) / "m", Path(tmp) / "r", min_cell=1,
+                                 corrected_estimates=corrected)
             started = time.perf_counter()
-            tables = build_day_tables(engine, day, estimates, card, day_options)
+            aggregates = read_day_aggregates(engine, day, estimates, card, config)
+            tables = build_day_tables(day, estimates, aggregates, read_window(day, config),
+                                      card, config)
             seconds[label] = time.perf_counter() - started
-            if options is not None:
+            if corrected:
                 sales = tables.marketing[SALES]
                 note = tables.notes[-1] if tables.notes else ""
         engine.dispose()

@@ -170,9 +170,7 @@ def ceiling(workdir: Path, days: int) -> dict:
 import datetime as dt, json, resource, sys, time
 sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'bench')!r})
 from rescore import FIRST, StubScorer
-from analytics.age_groups import AgeBins
 from jobs.ray_engine import RayOptions, connect, rescore_on_ray
-from jobs.runner import nightly_config
 from jobs.settings import Settings
 from pathlib import Path
 from sql.engine import make_engine
@@ -184,7 +182,7 @@ engine = make_engine(s.db_url)
 with connect(num_cpus=2):
     t = time.monotonic()
     n = sum(x.counts["photos"] for x in rescore_on_ray(
-        s, engine, days, nightly_config(s, AgeBins.parse(s.age_bins)), RayOptions(workers=1),
+        s, engine, days, s.night(), RayOptions(workers=1),
         force=True, scorer=StubScorer, preparer=None))
     wall = time.monotonic() - t
 print(json.dumps({{"photos": n, "wall": wall, "rate": n / wall,

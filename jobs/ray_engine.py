@@ -16,6 +16,12 @@ ages are the same. The scores stream back to the driver, which writes each day, 
 order, with the same `write_scored_day` that `nightly` ends in: the outputs equal running
 `nightly` for each day.
 
+What is shared with `nightly` is called, not copied: the batch cutting (`cut_batches`), the
+packing of prepared photos between stages (models/score.py), the model check
+(jobs/preflight.check_model) and the day writer (analytics/pipeline.write_day). The stage
+sizes are planned in jobs/ray_plan.py, without Ray. What stays here is Ray's own: the
+actors, the pipeline of stages and the driver loop that writes days in order.
+
 Days are written in date order because each day's recommendations and compliance summaries
 read the earlier days of their trailing window from disk, as they do when `nightly` runs
 day after day.
@@ -31,30 +37,26 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import ray
 import sqlalchemy as sa
 
-from analytics.pipeline import (
-    NightlyConfig,
-    RunSummary,
-    day_is_current,
-    empty_scores,
-    recorded_run,
-    write_scored_day,
-)
+from analytics.config import NightConfig
+from analytics.pipeline import RunSummary, day_is_current, empty_scores, write_day
 from jobs.errors import JobFailed
+from jobs.preflight import check_model
+from jobs.ray_plan import Plan, RayOptions, plan_stages
 from jobs.scoring_setup import batch_size_for, load_scoring, make_detector, new_run_id
 from jobs.settings import Settings
 from models.score import (
-    PreparedPhoto,
     ScoringStats,
+    cut_batches,
     estimate_batch,
+    pack_prepared,
     prepare_batch,
     read_photos,
+    unpack_prepared,
 )
 from sql import queries
 from sql.engine import with_retries
@@ -62,31 +64,8 @@ from sql.engine import with_retries
 log = logging.getLogger("ageseg")
 
 CHUNKS_PER_CALL = 4  # score batches per Ray batch: fewer round trips, little lost on a retry
-# On a CPU-only cluster the model stage gets this share of the CPUs and preparation the
-# rest: a scene costs ~13 ms to prepare and ~8 ms in the model on one core.
-MODEL_CPU_SHARE = 0.4
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and how wide to run (the CLI's --ray-address, --workers, --gpus-per-worker)."""
-
-    address: str | None = None  # None: start a local Ray on this machine
-    workers: int | None = None  # model actors; None: one per GPU, or MODEL_CPU_SHARE of CPUs
-    gpus_per_worker: float | None = None  # None: 1 on a cluster with GPUs, else 0
-    chunk_photos: int = 100_000  # photos handed to Ray at a time (whole days)
-    prep_workers: int | None = None  # preparation actors; None: the CPUs the model leaves
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How many actors each stage gets and what each asks of the cluster."""
-
-    prep_actors: int
-    model_actors: int
-    gpus_per_model: float
-    cpus_per_model: float
-    batch_size: int
+__all__ = ["MODEL_ON", "PhotoPreparer", "PhotoScorer", "RayOptions", "connect",
+           "rescore_on_ray"]
 
 
 class PhotoPreparer:
@@ -140,36 +119,12 @@ class PhotoScorer:
 
 
 MODEL_ON = "model_on"
-PACKED = ("photo_id", "face_count", "status", "reason", "detail", "confidence", "face_px")
-
-
-def pack_prepared(prepared: list[PreparedPhoto], image_size: int) -> dict:
-    """A prepared batch as plain columns Ray can carry between stages: a list per field
-    and the crops of the photos with a face stacked into one bytes value."""
-    faces = [p.face for p in prepared if p.face is not None]
-    stacked = np.stack(faces) if faces else np.zeros((0, image_size, image_size, 3), np.uint8)
-    packed: dict = {name: [getattr(p, name) for p in prepared] for name in PACKED}
-    packed["has_face"] = [p.face is not None for p in prepared]
-    packed["faces"] = np.ascontiguousarray(stacked, np.uint8).tobytes()
-    packed["image_size"] = image_size
-    return packed
-
-
-def unpack_prepared(row: dict) -> list[PreparedPhoto]:
-    """`pack_prepared` undone."""
-    size = int(row["image_size"])
-    faces = iter(np.frombuffer(row["faces"], np.uint8).reshape(-1, size, size, 3))
-    return [PreparedPhoto(int(pid), next(faces) if has else None, int(count), str(status),
-                          str(reason), str(detail), float(conf), int(px))
-            for pid, count, status, reason, detail, conf, px, has in zip(
-                *(row[name] for name in PACKED), row["has_face"])]
-
 
 def rescore_on_ray(
     settings: Settings,
     engine: sa.Engine,
     days: Sequence[dt.date],
-    config: NightlyConfig,
+    config: NightConfig,
     options: RayOptions,
     *,
     job: str = "rescore",
@@ -185,7 +140,7 @@ def rescore_on_ray(
     None leaves the preparation stage out (the bench's stub scorer reads no photo). Photos
     and purchases are read from `source` (default: `engine`); records go to `engine`."""
     source = source or engine
-    card = _checked_card(settings)
+    _, card = check_model(settings)  # here, without TensorFlow: not in every worker
     version = str(card.get("version", "unversioned"))
     todo = []
     for day in days:
@@ -239,44 +194,6 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Iterator
         yield
     finally:
         ray.shutdown()
-
-
-def _checked_card(settings: Settings) -> dict:
-    """The model's card, read here (no TensorFlow in the driver); an untrained or unreadable
-    model fails now, not in every worker."""
-    from models.persist import DEFAULT_MODEL_PATH, ModelFileError, ModelNotFound, read_card
-
-    path = settings.model_path or DEFAULT_MODEL_PATH
-    try:
-        card = read_card(path)
-    except (ModelNotFound, ModelFileError, OSError, KeyError, ValueError) as exc:
-        raise JobFailed(f"cannot read model {path}: {_first_line(exc)}") from exc
-    if not (card.get("metrics") or {}).get("val_mae"):
-        raise JobFailed(f"model {card.get('version')} has no validation figures: refusing to "
-                        "present an untrained model's output as ages")
-    return card
-
-
-def plan_stages(resources: dict, options: RayOptions, settings: Settings) -> Plan:
-    """Actors per stage for a cluster's `resources` (ray.cluster_resources()).
-
-    With GPUs: a model actor per GPU (or per --gpus-per-worker share) and preparation on
-    every CPU but one per model actor (which drives its GPU). Without: the model gets
-    MODEL_CPU_SHARE of the CPUs, preparation the rest; each actor takes one CPU, so both
-    pools always fit (at least one actor each; on a one-CPU cluster they share it).
-    """
-    cpus = max(1, int(resources.get("CPU", 1)))
-    gpus = float(resources.get("GPU", 0))
-    per_model = options.gpus_per_worker if options.gpus_per_worker is not None else (
-        1.0 if gpus >= 1 else 0.0)
-    if per_model:
-        models = options.workers or max(1, int(gpus // per_model))
-    else:
-        models = min(options.workers or max(1, round(cpus * MODEL_CPU_SHARE)),
-                     max(1, cpus - 1))  # leave preparation a CPU
-    prep = min(options.prep_workers or cpus, max(1, cpus - models))
-    model_cpus = 1.0 if prep + models <= cpus else 0.0  # one CPU: the stages share it
-    return Plan(prep, models, per_model, model_cpus, batch_size_for(settings, per_model > 0))
 
 
 def _day_chunks(
@@ -333,7 +250,8 @@ def _scored_days(
 
     items = [{"day": day.isoformat(), "photo_id": ids, "path": paths}
              for day, photos, _ in chunk
-             for ids, paths in _batches(photos, settings.batch_size)]
+             for ids, paths in map(_columns, cut_batches(zip(
+                 photos["photo_id"].tolist(), photos["path"].tolist()), settings.batch_size))]
     yield from complete()  # leading days without photos
     if items:
         context = ray.data.DataContext.get_current()
@@ -376,19 +294,18 @@ def _pipeline(items, settings: Settings, plan: Plan, scorer: type, preparer: typ
                              **kwargs)
 
 
-def _batches(photos: pd.DataFrame, size: int) -> Iterator[tuple[list[int], list[str]]]:
-    """The day's photos cut exactly as `nightly` cuts them (photo_id order, `size` at a time),
-    so each score_batch call sees the same photos as it does there."""
-    ids, paths = photos["photo_id"].tolist(), photos["path"].tolist()
-    for start in range(0, len(ids), size):
-        yield ids[start:start + size], paths[start:start + size]
+def _columns(batch: list[tuple[int, str]]) -> tuple[list[int], list[str]]:
+    """A score batch as the two list columns a Ray item carries."""
+    return [int(pid) for pid, _ in batch], [str(path) for _, path in batch]
 
 
 def _write_day(
     engine: sa.Engine, day: dt.date, photos: pd.DataFrame, scores: pd.DataFrame,
-    config: NightlyConfig, version: str, card: dict, job: str, started: float,
+    config: NightConfig, version: str, card: dict, job: str, started: float,
     source: sa.Engine,
 ) -> RunSummary:
+    """Ray's scores for `day`, checked complete and put back in the photos' order, written
+    by the day writer `nightly` uses."""
     scores = scores.drop_duplicates("photo_id")  # a retried batch must never count twice
     if set(scores["photo_id"]) != set(photos["photo_id"]):
         raise JobFailed(f"Ray returned scores for {len(scores)} of the {len(photos)} photos "
@@ -396,9 +313,8 @@ def _write_day(
     # One row per photo in the photos' order, as nightly's scorer returns them.
     scores = photos[["photo_id"]].merge(scores, on="photo_id", how="left")[list(scores.columns)]
     run_id = new_run_id(day)
-    with recorded_run(engine, run_id, job, day, version, holder=config.holder):
-        summary = write_scored_day(engine, day, photos, scores, config, model_version=version,
-                                   card=card, run_id=run_id, started=started, source=source)
+    summary = write_day(engine, day, photos, scores, config, model_version=version, card=card,
+                        job=job, run_id=run_id, started=started, source=source)
     log.info("%s %s: %d photos written (run %s)", job, day, len(photos), run_id)
     return summary
 

@@ -76,7 +76,7 @@ def _ray_options(address, workers, gpus_per_worker, chunk_photos, prep_workers):
         for name, value in LOCAL_RAY_ON_LOOPBACK.items():
             os.environ.setdefault(name, value)
     try:
-        from jobs.ray_engine import RayOptions
+        from jobs.ray_plan import RayOptions
     except ImportError as exc:  # the `ray` extra is not installed
         raise click.UsageError(f"--engine ray needs Ray: pip install -e '.[ray]' ({exc})") \
             from exc

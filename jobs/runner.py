@@ -34,10 +34,10 @@ from jobs.preflight import (
     source_engine,
 )
 from jobs.scoring_setup import load_scoring, new_run_id, resolved
-from jobs.settings import DEFAULT_BATCH_SIZE, Settings
+from jobs.settings import Settings
 
 if TYPE_CHECKING:
-    from jobs.ray_engine import RayOptions
+    from jobs.ray_plan import RayOptions
 
 log = logging.getLogger("ageseg")
 
@@ -75,7 +75,7 @@ def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: 
     from analytics.pipeline import PhotosUnavailable
     from sql.engine import DatabaseUrlError, make_engine
 
-    bins = parse_bins(settings.age_bins)  # bad bins fail before any work
+    parse_bins(settings.age_bins)  # bad bins fail before any work
     try:
         engine = make_engine(settings.db_url)
     except DatabaseUrlError as exc:
@@ -99,20 +99,21 @@ def run_days(settings: Settings, days: Sequence[dt.date], *, job: str, dry_run: 
                 if ray is not None:
                     from jobs.ray_engine import rescore_on_ray
 
-                    for summary in rescore_on_ray(settings, engine, days, nightly_config(
-                            settings, bins), ray, job=job, force=force, on_skip=_print_skip,
-                            source=source):
-                        _print_summary(summary)
+                    for summary in rescore_on_ray(settings, engine, days,
+                                                  night_config(settings), ray, job=job,
+                                                  force=force, on_skip=_print_skip,
+                                                  source=source):
+                        print_summary(summary)
                     return
                 model, detector = load_scoring(settings)
                 settings = resolved(settings, model)  # batch size and prep workers for it
                 for day in days:
-                    if not force and _is_current(settings, day, model.version, bins):
+                    if not force and _is_current(settings, day, model.version):
                         _print_skip(day, model.version)
                         continue
-                    summary = _run_one(settings, engine, day, model, detector, bins, job,
+                    summary = _run_one(settings, engine, day, model, detector, job,
                                        source=source)
-                    _print_summary(summary, verbose=settings.verbose > 0)
+                    print_summary(summary, verbose=settings.verbose > 0)
     except AlreadyRunning as exc:
         raise JobFailed(str(exc), EXIT_LOCKED) from exc
     except LockError as exc:
@@ -171,23 +172,15 @@ def _mark_interrupted(settings: Settings, engine) -> None:
                    f"before they finished): {', '.join(dead)}", err=True)
 
 
-def nightly_config(settings: Settings, bins):
-    from analytics.pipeline import NightlyConfig
-
-    return NightlyConfig(settings.photo_root, settings.output_root, settings.restricted_root,
-                         bins, settings.min_cell, settings.batch_size or DEFAULT_BATCH_SIZE,
-                         challenge_age=settings.challenge_age,
-                         flag_probability=settings.flag_probability,
-                         window_days=settings.window_days,
-                         compliance_retention_days=settings.compliance_retention_days,
-                         today=dt.date.today(), holder=lock_holder(settings.lock_dir),
-                         prep_workers=settings.prep_workers or 1)
+def night_config(settings: Settings):
+    """The night's options for these settings, run under this lock, retention from today."""
+    return settings.night(holder=lock_holder(settings.lock_dir), today=dt.date.today())
 
 
-def _is_current(settings: Settings, day: dt.date, model_version: str, bins) -> bool:
+def _is_current(settings: Settings, day: dt.date, model_version: str) -> bool:
     from analytics.pipeline import day_is_current
 
-    return day_is_current(nightly_config(settings, bins), day, model_version)
+    return day_is_current(night_config(settings), day, model_version)
 
 
 def _print_skip(day: dt.date, model_version: str) -> None:
@@ -195,10 +188,10 @@ def _print_skip(day: dt.date, model_version: str) -> None:
                "(--force re-scores it)")
 
 
-def _run_one(settings, engine, day, model, detector, bins, job, source=None):
+def _run_one(settings, engine, day, model, detector, job, source=None):
     from analytics.pipeline import run_nightly
 
-    config = nightly_config(settings, bins)
+    config = night_config(settings)
     run_id = new_run_id(day)
     log.info("%s %s: run %s", job, day, run_id)
     if sys.stderr.isatty():
@@ -225,7 +218,8 @@ def _progress_log() -> Callable[[int], None]:
     return on_batch
 
 
-def _print_summary(summary, verbose: bool = False) -> None:
+def print_summary(summary, verbose: bool = False) -> None:
+    """The day's lines of the night's summary, as an operator reads them in the cron mail."""
     c = summary.counts
     click.echo(
         f"{summary.day}: {c['photos']} photos, {c['scored']} aged, {c['no_face']} no face, "

@@ -6,24 +6,35 @@ arguments taken from this object.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
+from analytics.config import (
+    DEFAULT_AGE_BINS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CHALLENGE_AGE,
+    DEFAULT_COMPLIANCE_RETENTION_DAYS,
+    DEFAULT_MIN_CELL,
+    DEFAULT_WINDOW_DAYS,
+    NightConfig,
+)
+
 DEFAULT_DB_URL = "sqlite:///var/demo/shop.db"
 DEFAULT_PHOTO_ROOT = Path("var/demo/photos")
-DEFAULT_AGE_BINS = "0-17,18-24,25-34,35-44,45-54,55-64,65+"
-DEFAULT_MIN_CELL = 10
-DEFAULT_CHALLENGE_AGE = 25.0  # "Challenge 25": ask anyone who looks under 25 for ID
-DEFAULT_WINDOW_DAYS = 28
-DEFAULT_COMPLIANCE_RETENTION_DAYS = 90
 DEFAULT_MIN_FACE_SIZE = 40  # pixels; smaller faces are far-away people, not the shopper
 DETECTORS = ("blazeface", "mtcnn")
 PRECISIONS = ("auto", "float32", "bf16")
 RUNTIMES = ("auto", "keras", "litert")  # jobs/runtime.py
-DEFAULT_BATCH_SIZE = 32  # model on a CPU
 DEFAULT_GPU_BATCH_SIZE = 256  # model on a GPU: large enough to keep it busy
+
+__all__ = ["DEFAULT_AGE_BINS", "DEFAULT_BATCH_SIZE", "DEFAULT_CHALLENGE_AGE",
+           "DEFAULT_COMPLIANCE_RETENTION_DAYS", "DEFAULT_DB_URL", "DEFAULT_GPU_BATCH_SIZE",
+           "DEFAULT_MIN_CELL", "DEFAULT_MIN_FACE_SIZE", "DEFAULT_PHOTO_ROOT",
+           "DEFAULT_WINDOW_DAYS", "DETECTORS", "PRECISIONS", "RUNTIMES", "Settings",
+           "pass_settings"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,19 @@ class Settings:
         """True when --db-url holds only the job's own tables (runs, quarantine, mkt_*): the
         till data is in another database, or in a schema of its own (views, say)."""
         return self.separate_source or bool(self.source_schema)
+
+    def night(self, *, holder: str = "", today: dt.date | None = None) -> NightConfig:
+        """The options one night runs with (analytics/config.py), from these settings.
+        Batch size and prep workers as resolved for the model (jobs/scoring_setup.resolved);
+        unresolved, the CPU defaults."""
+        return NightConfig(
+            output_root=self.output_root, restricted_root=self.restricted_root,
+            photo_root=self.photo_root, age_bins=self.age_bins, min_cell=self.min_cell,
+            challenge_age=self.challenge_age, window_days=self.window_days,
+            compliance_retention_days=self.compliance_retention_days,
+            flag_probability=self.flag_probability,
+            batch_size=self.batch_size or DEFAULT_BATCH_SIZE,
+            prep_workers=self.prep_workers or 1, today=today, holder=holder)
 
 
 # Each command module takes the group's Settings with this, from here and not from cli.py:

@@ -78,6 +78,47 @@ class PreparedPhoto:
     face_px: int = 0  # side of the square the model saw, in photo pixels
 
 
+# A prepared batch crosses a process boundary (Ray's preparation actors to its model actors)
+# as plain columns: a list per field and the crops stacked into one bytes value.
+PACKED = ("photo_id", "face_count", "status", "reason", "detail", "confidence", "face_px")
+
+
+def pack_prepared(prepared: list[PreparedPhoto], image_size: int) -> dict:
+    """A prepared batch as plain columns: a list per field, the crops of the photos with a
+    face stacked into one bytes value."""
+    faces = [p.face for p in prepared if p.face is not None]
+    stacked = np.stack(faces) if faces else np.zeros((0, image_size, image_size, 3), np.uint8)
+    packed: dict = {name: [getattr(p, name) for p in prepared] for name in PACKED}
+    packed["has_face"] = [p.face is not None for p in prepared]
+    packed["faces"] = np.ascontiguousarray(stacked, np.uint8).tobytes()
+    packed["image_size"] = image_size
+    return packed
+
+
+def unpack_prepared(row: dict) -> list[PreparedPhoto]:
+    """`pack_prepared` undone."""
+    size = int(row["image_size"])
+    faces = iter(np.frombuffer(row["faces"], np.uint8).reshape(-1, size, size, 3))
+    return [PreparedPhoto(int(pid), next(faces) if has else None, int(count), str(status),
+                          str(reason), str(detail), float(conf), int(px))
+            for pid, count, status, reason, detail, conf, px, has in zip(
+                *(row[name] for name in PACKED), row["has_face"])]
+
+
+def cut_batches(photos: Iterable[tuple[int, str]], size: int) -> Iterator[list[tuple[int, str]]]:
+    """The day's `(photo_id, path)` pairs cut into score batches, `size` at a time in the
+    order given (the day's photo_id order). The one rule: `score_photos` and the Ray engine
+    both cut with it, so every `estimate_batch` call sees the same photos in either."""
+    batch: list[tuple[int, str]] = []
+    for item in photos:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def prepare_batch(
     photos: list[tuple[int, bytes | PhotoError]], detector: FaceDetector, image_size: int,
     contract: CropContract,
@@ -307,7 +348,7 @@ def score_photos(
         return prepared
 
     started = time.monotonic()
-    chunks = _chunks(photos, batch_size)
+    chunks = cut_batches(photos, batch_size)
     pool = ThreadPoolExecutor(max_workers=prep_workers, thread_name_prefix="photos",
                               initializer=own.take)
     try:
@@ -362,14 +403,3 @@ def _thread_detectors(detector: Any, workers: int) -> _ThreadDetectors:
         raise TypeError(f"{type(detector).__name__} has no clone(): it cannot be used by "
                         f"{workers} prep workers at once")
     return _ThreadDetectors([detector, *(detector.clone() for _ in range(workers - 1))])
-
-
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
-    chunk: list = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

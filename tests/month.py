@@ -19,7 +19,14 @@ import numpy as np
 import pandas as pd
 
 from analytics.age_groups import AgeBins, assign_age_groups
-from analytics.day_tables import DayOptions, build_day_tables, write_day_tables
+from analytics.config import NightConfig
+from analytics.day_tables import (
+    DayTables,
+    build_day_tables,
+    read_day_aggregates,
+    read_window,
+    write_day_tables,
+)
 from demo.purchases import generate_day
 from sql.engine import make_engine
 from sql.queries import create_schema, insert_frame, insert_missing
@@ -39,9 +46,18 @@ CARD = {"version": "month-test", "metrics": {"val_mae": 6.0, "by_band": {
 @dataclass(frozen=True)
 class Month:
     db_url: str
-    options: DayOptions
+    options: NightConfig
     estimates: pd.DataFrame  # receipt_id, photo_id, age, age_group, face_count, day
     shoppers: pd.DataFrame  # receipt_id, store_id, ts, true_age, day
+
+
+def day_tables(engine, day: dt.date, estimates: pd.DataFrame, card: dict,
+               config: NightConfig, photo_scores: pd.DataFrame | None = None) -> DayTables:
+    """The day's tables as the night makes them (analytics/pipeline.write_scored_day): its
+    aggregates and window read, then built; nothing written."""
+    aggregates = read_day_aggregates(engine, day, estimates, card, config)
+    return build_day_tables(day, estimates, aggregates, read_window(day, config), card,
+                            config, photo_scores=photo_scores)
 
 
 def build_month(db_url: str, root: Path, *, stores: int = 3, per_store: int = 120,
@@ -61,13 +77,13 @@ def build_month(db_url: str, root: Path, *, stores: int = 3, per_store: int = 12
     estimates = _plant_estimates(engine, shoppers, rng)
     _plant_noise(engine, shoppers, estimates)
 
-    options = DayOptions(root / "marketing", root / "restricted", min_cell=MIN_CELL,
-                         challenge_age=25.0, window_days=DAYS, compliance_retention_days=90,
-                         today=LAST_DAY + dt.timedelta(days=1))
+    options = NightConfig(root / "marketing", root / "restricted", min_cell=MIN_CELL,
+                          challenge_age=25.0, window_days=DAYS, compliance_retention_days=90,
+                          today=LAST_DAY + dt.timedelta(days=1))
     for i in range(DAYS):
         day = FIRST_DAY + dt.timedelta(days=i)
         todays = estimates[estimates["day"] == day].drop(columns="day")
-        tables = build_day_tables(engine, day, todays, CARD, options)
+        tables = day_tables(engine, day, todays, CARD, options)
         write_day_tables(tables, day, options, {"run_id": f"month-{i}"}, "month-test")
     engine.dispose()
     return Month(db_url, options, estimates, shoppers)

@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 
 from analytics.camera_quality import CAMERA_QUALITY_DTYPES, camera_alerts, camera_quality
-from analytics.day_tables import CAMERA_QUALITY, DayOptions, build_day_tables
+from analytics.config import NightConfig
+from analytics.day_tables import CAMERA_QUALITY
 from models.quality import HANDLED
 from models.score import QUALITY_COLUMNS
+from tests.month import day_tables
 from tests.test_day_aggregates import AGES, BINS, DAY, RECEIPTS, engine  # noqa: F401
 
 GOOD = (400.0, 120.0, 45.0)  # sharpness, exposure mean, spread: inside the handled ranges
@@ -73,12 +75,11 @@ def test_camera_quality_is_restricted_and_marketing_is_unchanged(engine, tmp_pat
     photos = estimates[["photo_id", "receipt_id", "status"]].assign(
         face_px=100, sharpness=GOOD[0], exposure_mean=GOOD[1], exposure_std=GOOD[2])
     photos.loc[photos["status"] == "low_quality", "exposure_mean"] = DARK[1]
-    options = DayOptions(tmp_path / "marketing", tmp_path / "restricted", min_cell=1,
-                         challenge_age=25.0, today=DAY)
+    options = NightConfig(tmp_path / "marketing", tmp_path / "restricted", min_cell=1,
+                          challenge_age=25.0, today=DAY)
     card = {"metrics": {"val_mae": 6.0}}
-    without = build_day_tables(engine, DAY, estimates, card, options)
-    with_quality = build_day_tables(engine, DAY, estimates, card, options,
-                                    photo_scores=photos)
+    without = day_tables(engine, DAY, estimates, card, options)
+    with_quality = day_tables(engine, DAY, estimates, card, options, photo_scores=photos)
     assert CAMERA_QUALITY in with_quality.restricted
     assert CAMERA_QUALITY not in with_quality.marketing
     assert set(with_quality.marketing) == set(without.marketing)
@@ -101,14 +102,14 @@ def test_the_night_summary_names_the_camera_and_the_low_quality_flags(capsys):
     import datetime as dt
 
     from analytics.pipeline import RunSummary
-    from jobs.runner import _print_summary
+    from jobs.runner import print_summary
 
     counts = {"photos": 10, "scored": 9, "no_face": 1, "quarantined": 0, "receipts": 10,
               "cells": 4, "suppressed_cells": 0, "ok": 5, "low_quality": 4, "flagged": 3,
               "flagged_low_quality": 2, "alcohol_sales": 6}
     summary = RunSummary("r", dt.date(2026, 12, 1), counts=counts,
                          camera_alerts=["camera at store 1 (Northgate): 40% of 9 aged ..."])
-    _print_summary(summary)
+    print_summary(summary)
     out = capsys.readouterr().out
     assert "low quality 40.0 %" in out
     assert "3 flagged of 6 age-restricted sales (2 on low-quality photos)" in out

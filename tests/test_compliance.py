@@ -21,12 +21,11 @@ from analytics.compliance import (
     flag_marks,
     p_at_least,
 )
+from analytics.config import NightConfig
 from analytics.day_tables import (
     COMPLIANCE,
     COMPLIANCE_SALES,
     COMPLIANCE_SUMMARY,
-    DayOptions,
-    build_day_tables,
     purge_compliance,
     write_day_tables,
 )
@@ -34,7 +33,10 @@ from analytics.parquet import partition_days, read_partition, read_range, write_
 from demo.purchases import generate_day
 from sql.engine import make_engine
 from sql.queries import create_schema
-from tests.month import BINS, CARD, FIRST_DAY, LAST_DAY, restricted_receipts
+from tests.month import BINS, CARD, FIRST_DAY, LAST_DAY, day_tables, restricted_receipts
+
+# The generated month (`month`, ~30 s to build) is built once, by one worker.
+pytestmark = pytest.mark.xdist_group("month")
 
 
 def test_error_bands_from_the_card():
@@ -180,9 +182,9 @@ def test_compliance_on_both_databases_and_retention(db_url, tmp_path):
                             shopper_ages=np.linspace(14, 70, 300), seed=4)
     estimates = shoppers.assign(age=shoppers["true_age"].round(1), photo_id=1, face_count=1)
     estimates["age_group"] = assign_age_groups(estimates["age"], BINS)
-    options = DayOptions(tmp_path / "m", tmp_path / "r", min_cell=5,
-                         today=day + dt.timedelta(days=1), compliance_retention_days=30)
-    tables = build_day_tables(engine, day, estimates, CARD, options)
+    options = NightConfig(tmp_path / "m", tmp_path / "r", min_cell=5,
+                          today=day + dt.timedelta(days=1), compliance_retention_days=30)
+    tables = day_tables(engine, day, estimates, CARD, options)
     alcohol = restricted_receipts(engine, day)
     expected = set(estimates.loc[estimates["age"] < 25, "receipt_id"]) & alcohol
     assert set(tables.restricted[COMPLIANCE]["receipt_id"]) == expected and expected
@@ -207,8 +209,8 @@ def test_compliance_on_both_databases_and_retention(db_url, tmp_path):
                    .iterdir())
 
     # A day already past retention (a rescore of old history) gets no compliance tables.
-    late = DayOptions(tmp_path / "m2", tmp_path / "r2", min_cell=5,
-                      today=day + dt.timedelta(days=60), compliance_retention_days=30)
-    skipped = build_day_tables(engine, day, estimates, CARD, late)
+    late = NightConfig(tmp_path / "m2", tmp_path / "r2", min_cell=5,
+                       today=day + dt.timedelta(days=60), compliance_retention_days=30)
+    skipped = day_tables(engine, day, estimates, CARD, late)
     assert COMPLIANCE not in skipped.restricted and skipped.counts["compliance_skipped"] == 1
     engine.dispose()

@@ -20,6 +20,9 @@ from analytics.parquet import read_partition
 from jobs.cli import cli
 from tests.month import FIRST_DAY, LAST_DAY
 
+# The generated month (`month`, ~30 s to build) is built once, by one worker.
+pytestmark = pytest.mark.xdist_group("month")
+
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 DEMO_MARKETING = "var/demo/out/marketing"
 DEMO_RESTRICTED = "var/demo/out/restricted"

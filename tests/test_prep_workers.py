@@ -185,15 +185,15 @@ def test_photos_in_flight_stay_bounded(tmp_path, tiny_model):
 
 
 def _run_day(db_url: str, photo_root: Path, out: Path, model, workers: int, day=DAY):
-    from analytics.age_groups import AgeBins
-    from analytics.pipeline import NightlyConfig, run_nightly
+    from analytics.config import NightConfig
+    from analytics.pipeline import run_nightly
     from models.blazeface import BlazeFaceDetector
     from sql.engine import make_engine
 
-    config = NightlyConfig(photo_root, out / "marketing", out / "restricted",
-                           AgeBins.parse("0-17,18-24,25-34,35-44,45-54,55-64,65+"),
-                           min_cell=3, batch_size=6, today=dt.date(2026, 12, 1),
-                           prep_workers=workers)
+    config = NightConfig(out / "marketing", out / "restricted", photo_root=photo_root,
+                         age_bins="0-17,18-24,25-34,35-44,45-54,55-64,65+",
+                         min_cell=3, batch_size=6, today=dt.date(2026, 12, 1),
+                         prep_workers=workers)
     engine = make_engine(db_url)
     try:
         return run_nightly(engine, day, model, BlazeFaceDetector(), config,

@@ -1,16 +1,16 @@
-"""The Ray engine's pieces that need no cluster: how the two stages are sized for a
-cluster's resources, and prepared batches carried between them unchanged."""
+"""The Ray engine's pieces that need no Ray: how the two stages are sized for a cluster's
+resources (jobs/ray_plan.py), the batches both engines cut, and prepared batches carried
+between the stages unchanged (models/score.py)."""
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
+import sys
 
-pytest.importorskip("ray", reason="the `ray` extra is not installed")
+import numpy as np
 
 
 def _plan(resources, **options):
-    from jobs.ray_engine import RayOptions, plan_stages
+    from jobs.ray_plan import RayOptions, plan_stages
     from jobs.settings import Settings
 
     return plan_stages(resources, RayOptions(**options), Settings())
@@ -34,9 +34,29 @@ def test_a_cpu_cluster_shares_its_cpus_between_the_stages():
     assert _plan({"CPU": 10}, prep_workers=2).prep_actors == 2
 
 
+def test_planning_needs_no_ray():
+    """The plan is arithmetic: importing it must not start or even import Ray."""
+    import subprocess
+
+    code = ("import sys; import jobs.ray_plan, models.score; "
+            "sys.exit(1 if 'ray' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_both_engines_cut_the_same_batches():
+    """nightly's score_photos and the Ray engine cut with one function: order kept, whole
+    batches of `size`, the remainder last."""
+    from models.score import cut_batches
+
+    pairs = [(i, f"p/{i}.jpg") for i in range(7)]
+    batches = list(cut_batches(iter(pairs), 3))
+    assert [len(b) for b in batches] == [3, 3, 1]
+    assert [p for b in batches for p in b] == pairs
+    assert list(cut_batches([], 3)) == []
+
+
 def test_prepared_batches_cross_between_the_stages_unchanged():
-    from jobs.ray_engine import pack_prepared, unpack_prepared
-    from models.score import PreparedPhoto
+    from models.score import PreparedPhoto, pack_prepared, unpack_prepared
 
     face = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
     batch = [PreparedPhoto(1, face, 2, "several_faces", confidence=0.9, face_px=80),

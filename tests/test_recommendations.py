@@ -24,6 +24,9 @@ from sql.engine import make_engine
 from sql.queries import purchase_lines_for_day
 from tests.month import FIRST_DAY, LAST_DAY, MIN_CELL, NOISE_NAME
 
+# The generated month (`month`, ~30 s to build) is built once, by one worker.
+pytestmark = pytest.mark.xdist_group("month")
+
 WINDOW = {"window_start": dt.date(2026, 1, 1), "window_end": dt.date(2026, 1, 28),
           "window_days": 28}
 # What demo/purchases.py plants (AFFINITY), as the chain-wide top category per age group.

@@ -25,6 +25,11 @@ from click.testing import CliRunner
 from jobs.cli import cli
 from tests.ray_data import SlowScorer, fill_days
 
+# One worker runs this file (`make test` distributes by `loadgroup`): its tests share one
+# local Ray (`ray_session`), which other files' tests interleaved on the worker would
+# otherwise make start and stop again.
+pytestmark = pytest.mark.xdist_group("ray")
+
 ROOT = Path(__file__).resolve().parents[1]
 DAYS = [dt.date(2026, 11, 25), dt.date(2026, 11, 26), dt.date(2026, 11, 27)]
 NO_PHOTOS = DAYS[2]  # receipts, but no photo rows: every shopper's age unknown
@@ -218,9 +223,7 @@ def test_driver_killed_then_rerun_finishes_the_range(ray_session, shop, tmp_path
 @pytest.mark.slow
 def test_worker_killed_mid_run_is_restarted_and_nothing_lost(ray_session, shop, tmp_path,
                                                             tiny_model_path):
-    from analytics.age_groups import AgeBins
     from jobs.ray_engine import RayOptions, rescore_on_ray
-    from jobs.runner import nightly_config
     from jobs.settings import Settings
     from sql.engine import make_engine
 
@@ -230,7 +233,7 @@ def test_worker_killed_mid_run_is_restarted_and_nothing_lost(ray_session, shop, 
     settings = Settings(db_url=db_url, photo_root=photos, model_path=tiny_model_path,
                         output_root=out / "marketing", restricted_root=out / "restricted",
                         min_cell=3, batch_size=8)
-    config = nightly_config(settings, AgeBins.parse(settings.age_bins))
+    config = settings.night()
     killed: list[int] = []
     finished = threading.Event()
 
