@@ -173,7 +173,7 @@ def main() -> int:
         print(f"skipped: no labelled faces at {args.faces}")
         return 0
 
-    from jobs.runner import make_detector
+    from jobs.scoring_setup import make_detector
     from models.crop import contract_for
     from models.labels import load_labels, split_labels
     from models.persist import load_model

@@ -69,7 +69,7 @@ def _acquire(path: Path) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _holder(fd)
+            holder = read_holder(fd)
             os.close(fd)
             raise AlreadyRunning(f"another run holds {path} ({holder})") from None
         except BaseException:
@@ -81,7 +81,7 @@ def _acquire(path: Path) -> int:
     raise LockError(0, f"lock {path} keeps being replaced; is something deleting it?")
 
 
-def _holder(fd: int) -> str:
+def read_holder(fd: int) -> str:
     """The holder's note. A holder that has just taken the lock may not have written it yet:
     the file is then empty or still names a run that died (the lock is held, so its holder
     is alive). Look again for up to a second before saying the holder is unknown."""

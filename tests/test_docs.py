@@ -36,6 +36,25 @@ def test_nightly_help_lists_every_documented_exit_code():
         assert re.search(rf"\b{code} [a-z]", help_text), f"exit code {code} not in --help"
 
 
+def test_every_documented_exit_code_is_produced_by_a_test():
+    """Each code of the README's table is asserted somewhere in the tests, as a number or
+    by its name in jobs/errors.py: a code no test produces is a promise nobody checks."""
+    import re
+
+    import jobs.errors as errors
+
+    table = README.split("### Exit codes", 1)[1].split("\n## ", 1)[0]
+    codes = {int(c) for c in re.findall(r"^\| (\d+) \|", table, re.M)}
+    names = {value: name for name, value in vars(errors).items() if name.startswith("EXIT_")}
+    tests = "\n".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py"))
+    for code in sorted(codes):
+        number = rf"(returncode|exit_code|\]\)?)\s*==\s*{code}\b"
+        by_name = names.get(code)
+        assert re.search(number, tests) or (by_name and re.search(
+            rf"(returncode|exit_code)\s*==\s*{by_name}\b", tests)), \
+            f"no test asserts exit code {code}"
+
+
 def test_every_option_has_help_text_and_there_is_a_version():
     import click
 

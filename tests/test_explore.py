@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from jobs.explore import command
-from models.explore import _REPO_ROOT, explore, heaping_stats
+from models.explore import explore, heaping_stats
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 OUTPUTS = {"report.md", "summary.json", "age_histogram.png", "faces_by_band.png"}
@@ -157,7 +157,7 @@ def test_command_turns_label_errors_into_click_errors(tmp_path: Path) -> None:
 
 def test_command_refuses_output_inside_source_tree(labelled) -> None:
     csv, images = labelled
-    inside = _REPO_ROOT / "tests" / "explore_output_must_not_exist"
+    inside = Path(__file__).resolve().parents[1] / "tests" / "explore_output_must_not_exist"
     result = CliRunner().invoke(
         command, ["--labels", str(csv), "--images", str(images), "--out", str(inside)]
     )

@@ -149,3 +149,27 @@ def test_the_import_graph_has_no_cycle_function_local_imports_included():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_every_name_the_benches_and_tests_import_from_the_package_exists():
+    """A name moved out of a module breaks the scripts that import it only when they run:
+    `bench/camera_quality.py` imported `make_detector` from `jobs.runner` for a week after it
+    moved. Every `from <package module> import name` in bench/ and tests/ (function-local
+    ones included) must name something the module has."""
+    missing = []
+    scripts = [*sorted((REPO / "bench").glob("*.py")), *sorted((REPO / "tests").glob("*.py"))]
+    for path in scripts:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                    and node.module.split(".")[0] in PACKAGES):
+                continue
+            if node.module in OPTIONAL and importlib.util.find_spec(
+                    OPTIONAL[node.module]) is None:
+                continue
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if not hasattr(module, alias.name) and importlib.util.find_spec(
+                        f"{node.module}.{alias.name}") is None:
+                    missing.append(f"{path.relative_to(REPO)}:{node.lineno} "
+                                   f"{node.module}.{alias.name}")
+    assert not missing, missing

@@ -202,7 +202,7 @@ def test_lock_holder_note_of_an_exited_run_is_not_shown_as_the_holder(tmp_path):
     import threading
     import time
 
-    from jobs.lock import _holder
+    from jobs.lock import read_holder
 
     gone = subprocess.Popen(["true"])
     gone.wait()
@@ -210,7 +210,7 @@ def test_lock_holder_note_of_an_exited_run_is_not_shown_as_the_holder(tmp_path):
     path.write_text(f"pid {gone.pid}, started 2026-11-28 02:15:00 UTC, nightly 2026-11-27\n")
     fd = os.open(path, os.O_RDWR)
     try:
-        assert _holder(fd).startswith(f"pid unknown; the file still names the exited run: "
+        assert read_holder(fd).startswith(f"pid unknown; the file still names the exited run: "
                                       f"pid {gone.pid},")
         fresh = f"pid {os.getpid()}, started 2026-11-29 02:15:00 UTC, nightly 2026-11-28"
 
@@ -220,7 +220,7 @@ def test_lock_holder_note_of_an_exited_run_is_not_shown_as_the_holder(tmp_path):
 
         writer = threading.Thread(target=holder_writes_its_note)
         writer.start()
-        assert _holder(fd) == fresh
+        assert read_holder(fd) == fresh
         writer.join()
     finally:
         os.close(fd)
