@@ -32,11 +32,11 @@ demo: $(STAMP)
 ## Set up and run the test suite (lint first: the code must stay ruff clean).
 test: $(RAY_STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15
 
 ## The quick loop: everything but the slow tests and PostgreSQL, on both cores.
 test-fast: $(RAY_STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow and not postgres"
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow and not postgres"
 
 lint: $(RAY_STAMP)
 	$(BIN)/ruff check .

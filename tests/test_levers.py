@@ -178,3 +178,11 @@ def test_train_with_every_lever_writes_a_card_that_scoring_follows(tmp_path):
     faces = np.random.default_rng(5).integers(0, 255, (3, SIZE, SIZE, 3), dtype=np.uint8)
     ages, probs, head = model.predict_all(faces)
     assert probs.shape == (3, 101) and head.shape == (3,) and ((head >= 0) & (head <= 1)).all()
+    # `train` exports by default: the file carries the LiteRT graph CPU nodes score with,
+    # giving the Keras runtime's ages
+    from models.litert import has_graph, load_litert
+
+    assert has_graph(out)
+    lite_ages, _, lite_head = load_litert(out).predict_all(faces)
+    np.testing.assert_allclose(lite_ages, ages, atol=1.0)
+    np.testing.assert_allclose(lite_head, head, atol=0.05)

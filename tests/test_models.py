@@ -156,7 +156,10 @@ def _train_cmd(csv: Path, out: Path, ckpt: Path, epochs: int, *extra: str) -> li
     return [sys.executable, "-m", "jobs", "train", "--labels", str(csv),
             "--images", str(csv.parent / "images"), "--out", str(out),
             "--checkpoint-dir", str(ckpt), "--image-size", str(SIZE), "--batch-size", "8",
-            "--epochs", str(epochs), "--steps-per-epoch", "5", "--lr", "0.003", *extra]
+            "--epochs", str(epochs), "--steps-per-epoch", "5", "--lr", "0.003",
+            # the LiteRT export is tested once (tests/test_levers.py); here it would only
+            # convert a ResNet50 per run
+            "--no-export", *extra]
 
 
 # Runs `ageseg train` in a child that SIGKILLs itself at an exact point of an epoch's end:
