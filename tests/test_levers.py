@@ -178,11 +178,15 @@ def test_train_with_every_lever_writes_a_card_that_scoring_follows(tmp_path):
     faces = np.random.default_rng(5).integers(0, 255, (3, SIZE, SIZE, 3), dtype=np.uint8)
     ages, probs, head = model.predict_all(faces)
     assert probs.shape == (3, 101) and head.shape == (3,) and ((head >= 0) & (head <= 1)).all()
-    # `train` exports by default: the file carries the LiteRT graph CPU nodes score with,
-    # giving the Keras runtime's ages
+    # `train` exports by default (the resume tests of test_models.py skip it). The export
+    # checks its graph against Keras and refuses one off by too much, which a 2-epoch net at
+    # lr 0.003 may be: the model is then kept, scored on Keras, and the warning says so.
     from models.litert import has_graph, load_litert
 
-    assert has_graph(out)
-    lite_ages, _, lite_head = load_litert(out).predict_all(faces)
-    np.testing.assert_allclose(lite_ages, ages, atol=1.0)
-    np.testing.assert_allclose(lite_head, head, atol=0.05)
+    assert "adding the LiteRT graph" in done.stderr
+    if has_graph(out):
+        lite_ages, _, lite_head = load_litert(out).predict_all(faces)
+        np.testing.assert_allclose(lite_ages, ages, atol=1.0)
+        np.testing.assert_allclose(lite_head, head, atol=0.05)
+    else:
+        assert "the model file has no LiteRT graph" in done.stderr, done.stderr[-2000:]
